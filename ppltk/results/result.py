@@ -1,0 +1,148 @@
+"""The one result type returned by every ppltk algorithm."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ppltk.errors import ArgumentError, ShapeError
+
+__all__ = ["Result"]
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+@dataclass
+class Result:
+    """Draws, sampler statistics and (where defined) the log-evidence of one inference run.
+
+    Parameters
+    ----------
+    draws
+        ``{site: array [chain, draw, *site_shape]}``.
+    stats
+        Sampler statistics ``{name: array [chain, draw]}`` (e.g. ``lp``, ``accept_prob``,
+        ``step_size``, ``tree_depth``, ``n_steps``, ``diverging``).
+    log_evidence
+        Estimate of :math:`\\log p(y)` where the algorithm defines one (SMC), else ``None``.
+    observed_data
+        ``{site: array}`` of observed values, stored in ``observed_data``.
+    method
+        Name of the algorithm that produced the result.
+    attrs
+        Extra scalar metadata (seed, number of divergences, ...), kept through save/load.
+    """
+
+    draws: dict[str, np.ndarray]
+    stats: dict[str, np.ndarray] = field(default_factory=dict)
+    log_evidence: float | None = None
+    observed_data: dict[str, np.ndarray] = field(default_factory=dict)
+    method: str = ""
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.draws, Mapping):
+            raise ArgumentError(f"Expected `draws` to be a dict, but found {type(self.draws)}")
+        self.draws = {k: _to_numpy(v) for k, v in self.draws.items()}
+        self.stats = {k: _to_numpy(v) for k, v in self.stats.items()}
+        self.observed_data = {k: _to_numpy(v) for k, v in self.observed_data.items()}
+        lead = None
+        for name, value in {**self.draws, **self.stats}.items():
+            if value.ndim < 2:
+                raise ShapeError(
+                    f"Expected `{name}` shaped [chain, draw, ...], but found shape {value.shape}"
+                )
+            if lead is None:
+                lead = value.shape[:2]
+            elif value.shape[:2] != lead:
+                raise ShapeError(
+                    f"Expected every draw/stat to share [chain, draw] = {list(lead)}, "
+                    f"but `{name}` has {list(value.shape[:2])}"
+                )
+        if self.log_evidence is not None:
+            self.log_evidence = float(self.log_evidence)
+
+    @property
+    def num_chains(self) -> int:
+        return next(iter(self.draws.values())).shape[0] if self.draws else 0
+
+    @property
+    def num_draws(self) -> int:
+        return next(iter(self.draws.values())).shape[1] if self.draws else 0
+
+    def __getitem__(self, site: str) -> np.ndarray:
+        return self.draws[site]
+
+    def flat(self, site: str) -> np.ndarray:
+        """Draws of ``site`` with chains merged: ``[chain * draw, *site_shape]``."""
+        value = self.draws[site]
+        return value.reshape((-1,) + value.shape[2:])
+
+    def to_arviz(self):
+        """Return an :class:`arviz.InferenceData` with posterior, sample_stats, observed_data."""
+        import arviz as az
+
+        attrs = {"method": self.method, **{k: v for k, v in self.attrs.items() if _scalar(v)}}
+        if self.log_evidence is not None:
+            attrs["log_evidence"] = self.log_evidence
+        idata = az.from_dict(
+            posterior=self.draws,
+            sample_stats=self.stats or None,
+            observed_data=self.observed_data or None,
+        )
+        idata.posterior.attrs.update(attrs)
+        return idata
+
+    def summary(self, **kwargs):
+        """ArviZ summary table (mean, sd, HDI, ESS, R-hat) as a pandas DataFrame."""
+        import arviz as az
+
+        return az.summary(self.to_arviz(), **kwargs)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the result to netCDF (through ArviZ); :meth:`load` reads it back."""
+        path = Path(path)
+        self.to_arviz().to_netcdf(str(path), engine="h5netcdf")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Result:
+        """Read a result written by :meth:`save`."""
+        import arviz as az
+
+        idata = az.from_netcdf(str(path), engine="h5netcdf")
+        post = idata.posterior
+        attrs = dict(post.attrs)
+        draws = {k: post[k].values for k in post.data_vars}
+        stats = {}
+        if "sample_stats" in idata.groups():
+            stats = {k: idata.sample_stats[k].values for k in idata.sample_stats.data_vars}
+        observed = {}
+        if "observed_data" in idata.groups():
+            observed = {k: idata.observed_data[k].values for k in idata.observed_data.data_vars}
+        log_evidence = attrs.pop("log_evidence", None)
+        method = str(attrs.pop("method", ""))
+        for key in ("created_at", "arviz_version", "inference_library", "inference_library_version"):
+            attrs.pop(key, None)
+        return cls(draws, stats, log_evidence, observed, method, attrs)
+
+    def __repr__(self) -> str:
+        sites = ", ".join(f"{k}{list(v.shape[2:])}" for k, v in self.draws.items())
+        ev = "" if self.log_evidence is None else f", log_evidence={self.log_evidence:.4f}"
+        return (
+            f"Result(method={self.method!r}, chains={self.num_chains}, draws={self.num_draws}, "
+            f"sites=[{sites}]{ev})"
+        )
+
+
+def _scalar(value: Any) -> bool:
+    return isinstance(value, (int, float, str, bool, np.integer, np.floating))
