@@ -28,7 +28,7 @@ def make_generator(seed: int | torch.Generator | None, device: torch.device | st
 
 def child_seed(generator: torch.Generator) -> int:
     """Draw an integer seed from ``generator`` (for code that needs a global seed)."""
-    return int(torch.randint(0, 2**62, (), generator=generator, device=generator.device).item())
+    return int(torch.randint(0, 2**32 - 1, (), generator=generator, device=generator.device).item())
 
 
 @contextlib.contextmanager

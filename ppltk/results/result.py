@@ -131,7 +131,12 @@ class Result:
             observed = {k: idata.observed_data[k].values for k in idata.observed_data.data_vars}
         log_evidence = attrs.pop("log_evidence", None)
         method = str(attrs.pop("method", ""))
-        for key in ("created_at", "arviz_version", "inference_library", "inference_library_version"):
+        for key in (
+            "created_at",
+            "arviz_version",
+            "inference_library",
+            "inference_library_version",
+        ):
             attrs.pop(key, None)
         return cls(draws, stats, log_evidence, observed, method, attrs)
 
