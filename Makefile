@@ -1,0 +1,49 @@
+# Two commands do the whole set-up on a fresh machine:  `make demo`  and  `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+export OMP_NUM_THREADS := 1
+export MKL_NUM_THREADS := 1
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: demo test test-slow test-cuda lint bench docs clean
+
+# The CPU wheel of torch lies on disk: install it first so nothing pulls a CUDA build.
+$(VENV)/.core: setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.test: $(VENV)/.core
+	$(BIN)/pip install --quiet -e ".[test,dist]"
+	touch $@
+
+$(VENV)/.docs: $(VENV)/.test
+	$(BIN)/pip install --quiet -e ".[docs]"
+	touch $@
+
+demo: $(VENV)/.core
+	$(BIN)/ppltk demo $(DEMO_ARGS)
+
+test: $(VENV)/.test
+	$(BIN)/python -m pytest -q -m "not slow and not cuda" $(PYTEST_ARGS)
+
+test-slow: $(VENV)/.test
+	$(BIN)/python -m pytest -q -m "slow" $(PYTEST_ARGS)
+
+test-cuda: $(VENV)/.test
+	$(BIN)/python -m pytest -q -m "cuda" $(PYTEST_ARGS)
+
+lint: $(VENV)/.test
+	$(BIN)/ruff check ppltk tests benchmarks docs
+	$(BIN)/ruff format --check ppltk tests benchmarks docs
+
+bench: $(VENV)/.test
+	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
+
+docs: $(VENV)/.docs
+	$(BIN)/python -m sphinx -b html -W --keep-going docs docs/_build/html
+
+clean:
+	rm -rf $(VENV) docs/_build ppltk-report .pytest_cache

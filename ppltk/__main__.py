@@ -1,0 +1,5 @@
+import sys
+
+from ppltk.cli import main
+
+sys.exit(main())

@@ -1,0 +1,49 @@
+import numpy as np
+import pytest
+import torch
+
+from ppltk import Result
+from ppltk.errors import ArgumentError, ShapeError
+
+
+def make_result(**kwargs):
+    rng = np.random.default_rng(0)
+    draws = {"mu": rng.normal(size=(2, 50)), "theta": torch.randn(2, 50, 3)}
+    stats = {"lp": rng.normal(size=(2, 50)), "diverging": np.zeros((2, 50), dtype=bool)}
+    return Result(draws, stats, observed_data={"y": np.arange(3.0)}, method="test", **kwargs)
+
+
+def test_shapes_and_accessors():
+    result = make_result()
+    assert (result.num_chains, result.num_draws) == (2, 50)
+    assert result["theta"].shape == (2, 50, 3)
+    assert result.flat("theta").shape == (100, 3)
+    assert "theta[3]" in repr(result)
+
+
+def test_to_arviz_groups_and_summary():
+    idata = make_result(log_evidence=-3.5).to_arviz()
+    assert {"posterior", "sample_stats", "observed_data"} <= set(idata.groups())
+    assert idata.posterior["theta"].shape == (2, 50, 3)
+    assert idata.posterior.attrs["log_evidence"] == -3.5
+    summary = make_result().summary()
+    assert "r_hat" in summary.columns and len(summary) == 4
+
+
+def test_save_load_roundtrip(tmp_path):
+    result = make_result(log_evidence=-1.25, attrs={"seed": 3, "divergences": 0})
+    loaded = Result.load(result.save(tmp_path / "r.nc"))
+    np.testing.assert_array_equal(loaded["theta"], result["theta"])
+    np.testing.assert_array_equal(loaded.stats["lp"], result.stats["lp"])
+    np.testing.assert_array_equal(loaded.observed_data["y"], np.arange(3.0))
+    assert loaded.log_evidence == -1.25 and loaded.method == "test"
+    assert int(loaded.attrs["seed"]) == 3
+
+
+def test_mismatched_leading_shapes_are_named():
+    with pytest.raises(ShapeError, match="`b`"):
+        Result({"a": np.zeros((2, 5)), "b": np.zeros((2, 4))})
+    with pytest.raises(ShapeError, match="chain, draw"):
+        Result({"a": np.zeros(5)})
+    with pytest.raises(ArgumentError, match="draws"):
+        Result([1, 2])
