@@ -24,5 +24,18 @@ def save_figure(fig, name: str) -> Path:
 
     path = figure_dir() / f"{name}.png"
     fig.savefig(path, dpi=110, bbox_inches="tight")
+    if _in_notebook():  # the docs build executes tutorials as notebooks: show the figure there
+        from IPython.display import display
+
+        display(fig)
     plt.close(fig)
     return path
+
+
+def _in_notebook() -> bool:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and "Kernel" in type(shell).__name__
