@@ -15,4 +15,6 @@ def progress_enabled(progress: bool) -> bool:
 
 def progress_bar(total: int, desc: str, progress: bool = True, **kwargs) -> tqdm:
     """Return a tqdm bar (disabled when :func:`progress_enabled` is false)."""
-    return tqdm(total=total, desc=desc, disable=not progress_enabled(progress), leave=False, **kwargs)
+    return tqdm(
+        total=total, desc=desc, disable=not progress_enabled(progress), leave=False, **kwargs
+    )
