@@ -1,0 +1,79 @@
+"""Causal interventions by string-diagram surgery (Jacobs, Kissinger, Zanasi, FoSSaCS 2019).
+
+* syntax: :class:`Diagram` (boxes, copies, discards, latent wires), :func:`cut`, :func:`draw`;
+* semantics: :func:`validate_cpts`, :func:`evaluate` (one einsum per query);
+* interventions on a known model: :func:`interventional` (hard/soft, two routes);
+* from observational data: :func:`identify`, :func:`effect_from_joint` (back-door, front-door
+  comb disintegration with multi-variable bridges and context);
+* Pyro: :func:`do`, :func:`model_to_cpts`, :func:`cpts_to_model`,
+  :func:`exact_interventional`, :func:`sample_interventional`.
+"""
+
+from ppltk.causal.comb import (
+    CausalEffect,
+    NoFullSupportError,
+    effect_from_joint,
+    joint_from_samples,
+)
+from ppltk.causal.diagram import Box, Copy, Diagram, Discard, cut
+from ppltk.causal.draw import draw
+from ppltk.causal.examples import smoking_graph, smoking_joint, smoking_latent_model
+from ppltk.causal.identification import (
+    Identification,
+    identify,
+    is_backdoor_set,
+    is_frontdoor_set,
+)
+from ppltk.causal.pgmpy_interop import from_pgmpy, to_pgmpy
+from ppltk.causal.pyro_bridge import (
+    DiscreteCausalModel,
+    DoMessenger,
+    cpts_to_model,
+    do,
+    exact_interventional,
+    model_to_cpts,
+    monte_carlo_mean,
+    sample_interventional,
+)
+from ppltk.causal.random_models import random_causal_model
+from ppltk.causal.semantics import as_state, cardinalities, evaluate, validate_cpts
+from ppltk.causal.surgery import CausalModel, interventional
+from ppltk.errors import NotIdentifiableError
+
+__all__ = [
+    "Box",
+    "Copy",
+    "Discard",
+    "Diagram",
+    "cut",
+    "draw",
+    "validate_cpts",
+    "cardinalities",
+    "evaluate",
+    "as_state",
+    "CausalModel",
+    "interventional",
+    "Identification",
+    "identify",
+    "is_backdoor_set",
+    "is_frontdoor_set",
+    "CausalEffect",
+    "NoFullSupportError",
+    "NotIdentifiableError",
+    "effect_from_joint",
+    "joint_from_samples",
+    "DoMessenger",
+    "do",
+    "DiscreteCausalModel",
+    "model_to_cpts",
+    "cpts_to_model",
+    "exact_interventional",
+    "sample_interventional",
+    "monte_carlo_mean",
+    "from_pgmpy",
+    "to_pgmpy",
+    "random_causal_model",
+    "smoking_graph",
+    "smoking_joint",
+    "smoking_latent_model",
+]

@@ -1,0 +1,158 @@
+r"""Batched Gaussian building blocks shared by every filter in the package.
+
+All functions act on a leading batch of independent streams: means ``[..., d]``,
+covariances ``[..., d, d]``. They use Cholesky solves, never explicit inverses of
+innovation covariances, and the Joseph form for the covariance update, so the result
+stays symmetric positive definite under rounding.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+
+__all__ = [
+    "GaussianState",
+    "symmetrize",
+    "matvec",
+    "predict_linear",
+    "update_with_gain",
+    "rts_step",
+    "rts_step_cross",
+    "mask_missing",
+]
+
+
+class GaussianState(NamedTuple):
+    """Mean ``[..., d]`` and covariance ``[..., d, d]`` of a Gaussian belief."""
+
+    mean: torch.Tensor
+    cov: torch.Tensor
+
+
+def symmetrize(matrix: torch.Tensor) -> torch.Tensor:
+    """Return :math:`(M + M^\top)/2`."""
+    return 0.5 * (matrix + matrix.mT)
+
+
+def matvec(matrix: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
+    """Batched matrix-vector product ``matrix @ vector`` with broadcasting.
+
+    An unbatched ``matrix [k, d]`` is applied to all vectors with one GEMM.
+    """
+    if matrix.dim() == 2:
+        return vector @ matrix.mT
+    return (matrix @ vector.unsqueeze(-1)).squeeze(-1)
+
+
+def predict_linear(state: GaussianState, A: torch.Tensor, Gamma: torch.Tensor) -> GaussianState:
+    r"""Linear-Gaussian prediction.
+
+    .. math:: \nu = A\mu, \qquad M = A \Sigma A^\top + \Gamma.
+
+    Preserves Gaussianity exactly: if :math:`z_{t-1} \sim N(\mu, \Sigma)` and
+    :math:`z_t = A z_{t-1} + \eta`, :math:`\eta \sim N(0, \Gamma)`, then
+    :math:`z_t \sim N(\nu, M)`.
+    """
+    nu = matvec(A, state.mean)
+    M = symmetrize(A @ state.cov @ A.mT + Gamma)
+    return GaussianState(nu, M)
+
+
+def update_with_gain(
+    prior: GaussianState,
+    x: torch.Tensor,
+    x_pred: torch.Tensor,
+    cross_cov: torch.Tensor,
+    innov_cov: torch.Tensor,
+    H: torch.Tensor | None = None,
+    R: torch.Tensor | None = None,
+) -> tuple[GaussianState, torch.Tensor]:
+    r"""Kalman measurement update from the first two moments of the predicted observation.
+
+    With innovation :math:`e = x - \hat x`, innovation covariance :math:`S` (``innov_cov``),
+    cross covariance :math:`C = \operatorname{Cov}(z, x)` (``cross_cov``, ``[..., d, m]``):
+
+    .. math::
+        K = C S^{-1}, \qquad \mu = \nu + K e,
+
+    and the covariance either by the Joseph form (when the linearised ``H`` and ``R`` are
+    given; exact for any gain and PSD by construction)
+
+    .. math:: \Sigma = (I - K H) M (I - K H)^\top + K R K^\top,
+
+    or by :math:`\Sigma = M - K S K^\top` (unscented filter). Returns the posterior and
+    the log-likelihood :math:`\log N(x; \hat x, S)` ``[...]``.
+    """
+    L = torch.linalg.cholesky(innov_cov)
+    e = x - x_pred
+    # K^T = S^{-1} C^T  (Cholesky solve, S symmetric)
+    K = torch.cholesky_solve(cross_cov.mT, L).mT
+    mean = prior.mean + matvec(K, e)
+    if H is not None and R is not None:
+        eye = torch.eye(prior.mean.shape[-1], dtype=prior.mean.dtype, device=prior.mean.device)
+        I_KH = eye - K @ H
+        cov = I_KH @ prior.cov @ I_KH.mT + K @ R @ K.mT
+    else:
+        cov = prior.cov - K @ innov_cov @ K.mT
+    if L.dim() == 2:  # one factor for every stream: a single solve with many right-hand sides
+        flat = e.reshape(-1, e.shape[-1]).mT
+        white = torch.linalg.solve_triangular(L, flat, upper=False).mT.reshape(e.shape)
+    else:
+        white = torch.linalg.solve_triangular(L, e.unsqueeze(-1), upper=False).squeeze(-1)
+    log_det = 2.0 * torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
+    m = x.shape[-1]
+    loglik = -0.5 * (white.pow(2).sum(-1) + log_det + m * math.log(2.0 * math.pi))
+    return GaussianState(mean, symmetrize(cov)), loglik
+
+
+def mask_missing(
+    observed: torch.Tensor,
+    posterior: GaussianState,
+    prior: GaussianState,
+    loglik: torch.Tensor,
+) -> tuple[GaussianState, torch.Tensor]:
+    """Keep the prior (and a zero log-likelihood) in streams whose observation row is missing."""
+    mean = torch.where(observed.unsqueeze(-1), posterior.mean, prior.mean)
+    cov = torch.where(observed[..., None, None], posterior.cov, prior.cov)
+    return GaussianState(mean, cov), torch.where(observed, loglik, torch.zeros_like(loglik))
+
+
+def rts_step(
+    filtered: GaussianState,
+    predicted_next: GaussianState,
+    smoothed_next: GaussianState,
+    A: torch.Tensor,
+) -> GaussianState:
+    r"""One backward Rauch–Tung–Striebel step of a linear model (see :func:`rts_step_cross`).
+
+    The cross covariance is :math:`\operatorname{Cov}(z_t, z_{t+1} \mid x_{1:t}) = \Sigma_t A^\top`;
+    exact for linear-Gaussian models: returns :math:`p(z_t \mid x_{1:T})`.
+    """
+    return rts_step_cross(filtered, predicted_next, smoothed_next, filtered.cov @ A.mT)
+
+
+def rts_step_cross(
+    filtered: GaussianState,
+    predicted_next: GaussianState,
+    smoothed_next: GaussianState,
+    cross: torch.Tensor,
+) -> GaussianState:
+    r"""One backward smoothing step from the cross covariance :math:`C = \operatorname{Cov}(z_t, z_{t+1})`.
+
+    .. math::
+        G = C M_{t+1}^{-1}, \quad
+        \mu^s_t = \mu_t + G(\mu^s_{t+1} - \nu_{t+1}), \quad
+        \Sigma^s_t = \Sigma_t + G(\Sigma^s_{t+1} - M_{t+1}) G^\top.
+
+    With the linearised (EKF) or unscented (UKF) :math:`C` it is the extended or unscented
+    RTS smoother.
+    """
+    L = torch.linalg.cholesky(predicted_next.cov)
+    # G^T = M^{-1} C^T
+    G = torch.cholesky_solve(cross.mT, L).mT
+    mean = filtered.mean + matvec(G, smoothed_next.mean - predicted_next.mean)
+    cov = filtered.cov + G @ (smoothed_next.cov - predicted_next.cov) @ G.mT
+    return GaussianState(mean, symmetrize(cov))

@@ -1,0 +1,334 @@
+r"""The discriminative Kalman filter (Burkhart et al., Neural Computation 32(5), 2020).
+
+State model :math:`z_0 \sim N(0, S)`, :math:`z_t = A z_{t-1} + \eta_t`,
+:math:`\eta_t \sim N(0, \Gamma)` with :math:`S = A S A^\top + \Gamma`. Instead of a generative
+:math:`p(x \mid z)`, a regression gives :math:`p(z \mid x) \approx N(f(x), Q(x))`, and Bayes'
+rule turns it into a likelihood :math:`p(x \mid z) \propto N(z; f(x), Q(x)) / N(z; 0, S)`.
+The filter is then Gaussian in closed form:
+
+.. math::
+    \nu = A\mu_{t-1},\quad M = A\Sigma_{t-1}A^\top + \Gamma, \qquad
+    \Sigma_t = (M^{-1} + Q(x_t)^{-1} - S^{-1})^{-1},\quad
+    \mu_t = \Sigma_t (M^{-1}\nu + Q(x_t)^{-1} f(x_t)).
+
+Equivalently a Kalman update with identity observation matrix, pseudo-observation
+:math:`y = R\,Q^{-1} f(x)` and noise :math:`R = (Q^{-1} - S^{-1})^{-1}` (see
+:func:`pseudo_observation`). With :math:`f` linear and :math:`Q` constant (the exact posterior
+of a linear-Gaussian model) it is exactly the Kalman filter.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from ppltk.errors import (
+    ArgumentError,
+    NotPositiveDefiniteError,
+    NumericalFallbackWarning,
+    ShapeError,
+)
+from ppltk.filtering._checks import (
+    as_float_tensor,
+    check_fitted,
+    check_matrix,
+    check_training_pair,
+)
+from ppltk.filtering._gaussian import GaussianState, matvec, predict_linear, symmetrize
+from ppltk.filtering.covariance import make_covariance
+from ppltk.filtering.fit import fit_state_dynamics, stationary_covariance
+from ppltk.filtering.regressors import make_regressor
+
+__all__ = ["DiscriminativeKalmanFilter", "NONPD_FIXES", "pseudo_observation", "dkf_update"]
+
+NONPD_FIXES = ("drop_prior", "inflate", "clip", "raise")
+
+
+def _spd_inverse(matrix: torch.Tensor) -> torch.Tensor:
+    return symmetrize(torch.cholesky_inverse(torch.linalg.cholesky(matrix)))
+
+
+def pseudo_observation(f: torch.Tensor, Q: torch.Tensor, S: torch.Tensor):
+    r"""The DKF measurement as a Kalman observation of :math:`z` with :math:`H = I`.
+
+    .. math:: R = (Q^{-1} - S^{-1})^{-1}, \qquad y = R\,Q^{-1} f.
+
+    Returns ``(y [..., d], R [..., d, d])``; valid only where :math:`Q^{-1} - S^{-1}` is PD.
+    """
+    Q_inv = _spd_inverse(Q)
+    R = _spd_inverse(Q_inv - _spd_inverse(S))
+    return matvec(R @ Q_inv, f), R
+
+
+def _clip_covariance(Q: torch.Tensor, L_S: torch.Tensor, margin: float) -> torch.Tensor:
+    r"""Clip the eigenvalues of :math:`L_S^{-1} Q L_S^{-\top}` at :math:`1/(1+\text{margin})`.
+
+    Afterwards :math:`Q^{-1} - S^{-1} = L_S^{-\top}(V \Lambda^{-1} V^\top - I)L_S^{-1}` is PD.
+    """
+    half = torch.linalg.solve_triangular(L_S, Q, upper=False)
+    whitened = symmetrize(torch.linalg.solve_triangular(L_S, half.mT, upper=False))
+    eigvals, V = torch.linalg.eigh(whitened)
+    clipped = eigvals.clamp(max=1.0 / (1.0 + margin))
+    inner = V @ torch.diag_embed(clipped) @ V.mT
+    return symmetrize(L_S @ inner @ L_S.mT)
+
+
+def dkf_update(
+    prior: GaussianState,
+    f: torch.Tensor,
+    Q: torch.Tensor,
+    S: torch.Tensor,
+    *,
+    fix: str = "drop_prior",
+    robust: bool = False,
+    clip_margin: float = 0.05,
+    S_inv: torch.Tensor | None = None,
+) -> tuple[GaussianState, torch.Tensor]:
+    r"""One DKF measurement update, batched; returns the posterior and where the fix fired.
+
+    The measurement precision :math:`P = Q^{-1} - S^{-1}` and information
+    :math:`h = Q^{-1} f` enter as :math:`\Sigma = (M^{-1} + P)^{-1}`,
+    :math:`\mu = \Sigma(M^{-1}\nu + h)` (Cholesky factorisations throughout). Where
+    :math:`P` is not positive definite ``fix`` decides: ``"drop_prior"`` uses
+    :math:`P = Q^{-1}`; ``"inflate"`` replaces :math:`Q` by :math:`(Q^{-1} + S^{-1})^{-1}`
+    (precision inflated by :math:`S^{-1}`, so :math:`P = Q^{-1}`,
+    :math:`h = (Q^{-1} + S^{-1})f`); ``"clip"`` clips :math:`Q` relative to :math:`S`
+    (:func:`_clip_covariance`); ``"raise"`` raises
+    :class:`~ppltk.errors.NotPositiveDefiniteError`. ``robust=True`` always drops
+    :math:`-S^{-1}` (the robust DKF) and never counts a fix. ``S_inv`` may be passed
+    precomputed.
+    """
+    L_Q, bad_Q = torch.linalg.cholesky_ex(Q)
+    Q_inv = torch.cholesky_inverse(L_Q)
+    h = matvec(Q_inv, f)
+    if robust:
+        P, fired = Q_inv, torch.zeros(f.shape[:-1], dtype=torch.bool, device=f.device)
+    else:
+        S_inv = _spd_inverse(S) if S_inv is None else S_inv
+        P = Q_inv - S_inv
+        fired = torch.linalg.cholesky_ex(P).info != 0
+        # drop_prior / inflate are cheap: apply them through `where`, without a sync
+        if fix in ("drop_prior", "inflate") or bool(fired.any()):
+            P, h = _apply_fix(fired, P, h, f, Q, Q_inv, S, S_inv, fix, clip_margin)
+    L_M, bad_M = torch.linalg.cholesky_ex(prior.cov)
+    M_inv = torch.cholesky_inverse(L_M)
+    L_post, bad_post = torch.linalg.cholesky_ex(M_inv + P)
+    if bool((bad_Q | bad_M | bad_post).any()):
+        raise NotPositiveDefiniteError(
+            f"Expected positive definite Q(x), prediction and posterior covariances, but "
+            f"found {int((bad_Q != 0).sum())}, {int((bad_M != 0).sum())} and "
+            f"{int((bad_post != 0).sum())} that are not"
+        )
+    info = matvec(M_inv, prior.mean) + h
+    mean = torch.cholesky_solve(info.unsqueeze(-1), L_post).squeeze(-1)
+    return GaussianState(mean, torch.cholesky_inverse(L_post)), fired
+
+
+def _apply_fix(fired, P, h, f, Q, Q_inv, S, S_inv, fix, clip_margin):
+    if fix == "raise":
+        raise NotPositiveDefiniteError(
+            f"Expected Q(x)^-1 - S^-1 positive definite, but found it indefinite in "
+            f"{int(fired.sum())} of {fired.numel()} updates (set `nonpd_fix`)"
+        )
+    if fix == "drop_prior":
+        P_fix, h_fix = Q_inv.expand_as(P), h
+    elif fix == "inflate":
+        P_fix, h_fix = Q_inv.expand_as(P), matvec(Q_inv + S_inv, f)
+    else:  # clip
+        Q_clip = _clip_covariance(Q, torch.linalg.cholesky(S), clip_margin)
+        Q_clip_inv = _spd_inverse(Q_clip)
+        P_fix, h_fix = Q_clip_inv - S_inv, matvec(Q_clip_inv, f)
+    P = torch.where(fired[..., None, None], P_fix, P)
+    return P, torch.where(fired.unsqueeze(-1), h_fix, h)
+
+
+class DiscriminativeKalmanFilter:
+    r"""Discriminative Kalman filter with a pluggable regressor :math:`f` and covariance :math:`Q`.
+
+    ``fit(X, Z)`` learns :math:`A, \Gamma` by least squares on consecutive states, the
+    stationary :math:`S`, fits ``regressor`` on the first ``1 - holdout_fraction`` of the
+    rows and ``covariance`` on the residuals of the held-out last rows (optionally refitting
+    ``regressor`` on all rows afterwards). ``filter(X)`` returns means ``[..., T, d]`` and
+    covariances ``[..., T, d, d]`` for a batch of streams; ``step(x_t)`` is the online form
+    with O(1) memory. Rows of ``X`` with NaN skip the update.
+
+    Parameters
+    ----------
+    regressor
+        ``"nw"`` (default), ``"mlp"``, ``"gp"``, ``"linear"`` or an object with
+        ``fit``/``predict``.
+    covariance
+        ``"constant"`` (default), ``"kernel"`` or an object with ``fit``/``predict``.
+    nonpd_fix
+        What to do where :math:`Q^{-1} - S^{-1}` is not PD: ``"drop_prior"``, ``"inflate"``,
+        ``"clip"`` or ``"raise"`` (see :func:`dkf_update`). Fires are counted in
+        ``nonpd_count_`` (cumulative) and ``last_nonpd_count_`` (last ``filter`` call).
+    robust
+        Always drop :math:`-S^{-1}` (the robust DKF).
+    warn
+        Emit a :class:`~ppltk.errors.NumericalFallbackWarning` when ``filter`` applied a fix.
+    """
+
+    def __init__(
+        self,
+        regressor="nw",
+        covariance="constant",
+        *,
+        nonpd_fix: str = "drop_prior",
+        robust: bool = False,
+        holdout_fraction: float = 0.2,
+        refit: bool = False,
+        clip_margin: float = 0.05,
+        warn: bool = True,
+    ) -> None:
+        if nonpd_fix not in NONPD_FIXES:
+            raise ArgumentError(f"Expected `nonpd_fix` in {NONPD_FIXES}, but found {nonpd_fix!r}")
+        if not 0.0 < holdout_fraction < 1.0:
+            raise ArgumentError(
+                f"Expected `holdout_fraction` in (0, 1), but found {holdout_fraction!r}"
+            )
+        self.regressor = make_regressor(regressor) if isinstance(regressor, str) else regressor
+        self.covariance = make_covariance(covariance) if isinstance(covariance, str) else covariance
+        self.nonpd_fix, self.robust, self.warn = nonpd_fix, bool(robust), bool(warn)
+        self.holdout_fraction, self.refit, self.clip_margin = holdout_fraction, refit, clip_margin
+        self.A = None
+        self._fires = torch.zeros((), dtype=torch.long)
+        self.last_nonpd_count_ = 0
+        self.state_ = None
+
+    @property
+    def nonpd_count_(self) -> int:
+        """How often the non-PD fix fired since construction (``filter`` and ``step``)."""
+        return int(self._fires)
+
+    @classmethod
+    def from_parts(
+        cls, A, Gamma, regressor, covariance, S=None, init_mean=None, init_cov=None, **options
+    ) -> DiscriminativeKalmanFilter:
+        """Assemble a DKF from known dynamics and an already fitted ``regressor``/``covariance``."""
+        dkf = cls(regressor, covariance, **options)
+        A = as_float_tensor(A, "A")
+        d = A.shape[-1]
+        Gamma = check_matrix(as_float_tensor(Gamma, "Gamma", A), "Gamma", d, d)
+        S = stationary_covariance(A, Gamma) if S is None else as_float_tensor(S, "S", A)
+        dkf._set_dynamics(check_matrix(A, "A", d, d), Gamma, check_matrix(S, "S", d, d))
+        if init_mean is not None:
+            dkf.init_mean = as_float_tensor(init_mean, "init_mean", A)
+        if init_cov is not None:
+            dkf.init_cov = check_matrix(as_float_tensor(init_cov, "init_cov", A), "init_cov", d, d)
+        return dkf
+
+    def _set_dynamics(self, A, Gamma, S) -> None:
+        self.A, self.Gamma, self.S = A, Gamma, S
+        self.S_inv = _spd_inverse(S)
+        self._fires = self._fires.to(A.device)
+        self.init_mean = torch.zeros(A.shape[-1], dtype=A.dtype, device=A.device)
+        self.init_cov = S
+
+    def fit(self, X, Z) -> DiscriminativeKalmanFilter:
+        """Learn dynamics, :math:`f` and :math:`Q` from observations ``X [T, n]``, states ``Z [T, d]``."""
+        X, Z = check_training_pair(X, Z)
+        self._set_dynamics(*fit_state_dynamics(Z))
+        split = X.shape[0] - max(2, round(self.holdout_fraction * X.shape[0]))
+        if split < 2:
+            raise ArgumentError(f"Expected enough rows to hold out, but found {X.shape[0]}")
+        self.regressor.fit(X[:split], Z[:split])
+        residuals = Z[split:] - self.regressor.predict(X[split:])
+        self.covariance.fit(X[split:], residuals)
+        if self.refit:
+            self.regressor.fit(X, Z)
+        self.num_features_ = X.shape[1]
+        return self
+
+    def predict_measurement(self, X) -> tuple[torch.Tensor, torch.Tensor]:
+        """:math:`f(x)` ``[..., d]`` and :math:`Q(x)` ``[..., d, d]`` (the unfiltered decoder)."""
+        check_fitted(self, "A")
+        X = as_float_tensor(X, "X", self.A)
+        f, Q = self.regressor.predict(X), self.covariance.predict(X)
+        if f.dtype != self.A.dtype or f.device != self.A.device:
+            f = f.to(self.A)
+        if Q.dtype != self.A.dtype or Q.device != self.A.device:
+            Q = Q.to(self.A)
+        return f, Q
+
+    def update(
+        self, prior: GaussianState, f, Q, observed=None
+    ) -> tuple[GaussianState, torch.Tensor]:
+        """Measurement update of ``prior`` with ``f [..., d]``, ``Q [..., d, d]``.
+
+        Streams with ``observed == False`` (default: where ``f`` or ``Q`` is not finite, as
+        for a NaN observation row) keep the prior. Returns the belief and where a fix fired.
+        """
+        if observed is None:
+            observed = torch.isfinite(f).all(-1) & torch.isfinite(Q).flatten(-2).all(-1)
+        options = {"fix": self.nonpd_fix, "robust": self.robust, "clip_margin": self.clip_margin}
+        if bool(observed.all()):
+            return dkf_update(prior, f, Q, self.S, S_inv=self.S_inv, **options)
+        # placeholders where unobserved: f = 0, Q = S/2 keeps Q^-1 - S^-1 = S^-1 PD
+        f = torch.where(observed.unsqueeze(-1), f, torch.zeros_like(f))
+        Q = torch.where(observed[..., None, None], Q, 0.5 * self.S.expand_as(Q))
+        post, fired = dkf_update(prior, f, Q, self.S, S_inv=self.S_inv, **options)
+        mean = torch.where(observed.unsqueeze(-1), post.mean, prior.mean)
+        cov = torch.where(observed[..., None, None], post.cov, prior.cov)
+        return GaussianState(mean, cov), fired & observed
+
+    def filter(self, X) -> tuple[torch.Tensor, torch.Tensor]:
+        """Filter a batch of streams ``X [..., T, n]``: means ``[..., T, d]``, covs ``[..., T, d, d]``.
+
+        Rows of ``X`` with NaN skip the update.
+        """
+        check_fitted(self, "A")
+        X = as_float_tensor(X, "X", self.A)
+        if X.dim() < 2:
+            raise ShapeError(f"Expected `X` of shape [..., T, n], but found {tuple(X.shape)}")
+        observed = ~torch.isnan(X).any(-1)
+        f, Q = self.predict_measurement(torch.nan_to_num(X, nan=0.0))
+        if bool(observed.all()):
+            observed = observed.new_ones(()).expand(X.shape[-2])
+        d = self.A.shape[-1]
+        state = GaussianState(
+            self.init_mean.expand(*X.shape[:-2], d), self.init_cov.expand(*X.shape[:-2], d, d)
+        )
+        means, covs, fires = [], [], torch.zeros((), dtype=torch.long, device=X.device)
+        for t in range(X.shape[-2]):
+            prior = predict_linear(state, self.A, self.Gamma)
+            state, fired = self.update(prior, f[..., t, :], Q[..., t, :, :], observed[..., t])
+            means.append(state.mean)
+            covs.append(state.cov)
+            fires = fires + fired.sum()
+        self._count(int(fires))
+        return torch.stack(means, -2), torch.stack(covs, -3)
+
+    def _count(self, fires: int) -> None:
+        self.last_nonpd_count_ = fires
+        self._fires = self._fires + fires
+        if fires and self.warn:
+            warnings.warn(
+                f"the DKF non-PD fix {self.nonpd_fix!r} fired in {fires} updates",
+                NumericalFallbackWarning,
+                stacklevel=3,
+            )
+
+    def reset(self, batch_shape: tuple[int, ...] = ()) -> None:
+        """Restart the online filter at :math:`z_0 \\sim N(m_0, P_0)` for ``batch_shape`` streams."""
+        check_fitted(self, "A")
+        d = self.A.shape[-1]
+        self.state_ = GaussianState(
+            self.init_mean.expand(*batch_shape, d), self.init_cov.expand(*batch_shape, d, d)
+        )
+
+    def step(self, x) -> tuple[torch.Tensor, torch.Tensor]:
+        """Online update with one observation ``x [..., n]``; returns the new mean and covariance.
+
+        Keeps only the current belief (O(1) memory); fires add to ``nonpd_count_``.
+        """
+        check_fitted(self, "A")
+        x = as_float_tensor(x, "x", self.A)
+        if self.state_ is None:
+            self.reset(x.shape[:-1])
+        f, Q = self.predict_measurement(x)  # NaN in x gives non-finite f: no update
+        prior = predict_linear(self.state_, self.A, self.Gamma)
+        self.state_, fired = self.update(prior, f, Q)
+        self._fires = self._fires + fired.sum()
+        return self.state_

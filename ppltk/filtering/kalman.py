@@ -1,0 +1,257 @@
+r"""The Kalman filter and Rauch–Tung–Striebel smoother, batched over independent streams.
+
+Model (``d`` states, ``m`` observations, time ``t = 1..T``):
+
+.. math::
+    z_0 \sim N(m_0, P_0), \quad z_t = A z_{t-1} + \eta_t,\ \eta_t \sim N(0, \Gamma), \quad
+    x_t = H z_t + b + \varepsilon_t,\ \varepsilon_t \sim N(0, R).
+
+Each step predicts then updates (the convention of filterpy), so ``init_mean``/``init_cov``
+describe :math:`z_0`, before the first observation. A row of ``X`` containing NaN is a
+missing observation: that step keeps the prediction and adds nothing to the log-likelihood.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from ppltk.filtering._checks import as_float_tensor, check_fitted, check_matrix, check_observations
+from ppltk.filtering._gaussian import (
+    GaussianState,
+    mask_missing,
+    matvec,
+    predict_linear,
+    rts_step,
+    update_with_gain,
+)
+from ppltk.filtering.fit import fit_linear_observation, fit_state_dynamics
+
+__all__ = ["KalmanFilter", "KalmanOutput", "kalman_update"]
+
+
+class KalmanOutput(NamedTuple):
+    """Everything a forward pass produces, each with a leading batch ``[...]``.
+
+    ``means [..., T, d]``, ``covs [..., T, d, d]`` (filtered), ``pred_means``/``pred_covs``
+    (one-step predictions :math:`p(z_t \\mid x_{1:t-1})`) and ``log_likelihood [...]``
+    (:math:`\\log p(x_{1:T})`, missing rows excluded).
+    """
+
+    means: torch.Tensor
+    covs: torch.Tensor
+    pred_means: torch.Tensor
+    pred_covs: torch.Tensor
+    log_likelihood: torch.Tensor
+
+
+def kalman_update(
+    prior: GaussianState, x: torch.Tensor, H: torch.Tensor, R: torch.Tensor, b=None, missing=True
+) -> tuple[GaussianState, torch.Tensor]:
+    r"""Linear Kalman update (Joseph form) with NaN rows skipped.
+
+    .. math::
+        S = H M H^\top + R,\quad K = M H^\top S^{-1},\quad \mu = \nu + K(x - H\nu - b),\quad
+        \Sigma = (I-KH)M(I-KH)^\top + K R K^\top.
+
+    Returns the posterior and :math:`\log N(x; H\nu + b, S)` (zero for missing rows).
+    ``missing=False`` promises that ``x`` has no NaN, which lets a covariance shared by all
+    streams (shape ``[d, d]`` against means ``[..., d]``) stay shared.
+    """
+    x_pred = matvec(H, prior.mean) if b is None else matvec(H, prior.mean) + b
+    cross = prior.cov @ H.mT
+    innov = H @ cross + R
+    innov = 0.5 * (innov + innov.mT)
+    if not missing:
+        return update_with_gain(prior, x, x_pred, cross, innov, H, R)
+    observed = ~torch.isnan(x).any(-1)
+    x_filled = torch.nan_to_num(x, nan=0.0)
+    posterior, loglik = update_with_gain(prior, x_filled, x_pred, cross, innov, H, R)
+    return mask_missing(observed, posterior, prior, loglik)
+
+
+class KalmanFilter:
+    r"""Linear-Gaussian Kalman filter and RTS smoother over a batch of streams.
+
+    Parameters may carry leading batch dimensions that broadcast against the batch of
+    observation streams ``X [..., T, m]``. Leave them ``None`` and call :meth:`fit` to learn
+    :math:`A, \Gamma` (least squares on consecutive states), :math:`H, b, R` (least squares
+    of observations on states) and :math:`z_0 \sim N(0, S)` with :math:`S` stationary.
+
+    Parameters
+    ----------
+    transition_matrix, transition_cov
+        :math:`A` ``[..., d, d]`` and :math:`\Gamma` ``[..., d, d]``.
+    observation_matrix, observation_cov
+        :math:`H` ``[..., m, d]`` and :math:`R` ``[..., m, m]``.
+    observation_offset
+        :math:`b` ``[..., m]`` (default zero).
+    init_mean, init_cov
+        :math:`m_0` ``[..., d]`` (default zero) and :math:`P_0` ``[..., d, d]``
+        (default identity).
+
+    Examples
+    --------
+    >>> import torch
+    >>> kf = KalmanFilter(torch.eye(1) * 0.9, torch.eye(1), torch.eye(1), torch.eye(1))
+    >>> means, covs = kf.filter(torch.zeros(5, 1, dtype=torch.float32))
+    >>> tuple(means.shape), tuple(covs.shape)
+    ((5, 1), (5, 1, 1))
+    """
+
+    state_: GaussianState | None = None
+
+    def __init__(
+        self,
+        transition_matrix=None,
+        transition_cov=None,
+        observation_matrix=None,
+        observation_cov=None,
+        observation_offset=None,
+        init_mean=None,
+        init_cov=None,
+    ) -> None:
+        self.A = None
+        if transition_matrix is not None:
+            self._set_parameters(
+                transition_matrix,
+                transition_cov,
+                observation_matrix,
+                observation_cov,
+                observation_offset,
+                init_mean,
+                init_cov,
+            )
+
+    def _set_parameters(self, A, Gamma, H, R, b, m0, P0) -> None:
+        A = as_float_tensor(A, "transition_matrix")
+        d = A.shape[-1]
+        self.A = check_matrix(A, "transition_matrix", d, d)
+        self.Gamma = check_matrix(
+            as_float_tensor(Gamma, "transition_cov", A), "transition_cov", d, d
+        )
+        H = as_float_tensor(H, "observation_matrix", A)
+        m = H.shape[-2] if H.dim() >= 2 else -1
+        self.H = check_matrix(H, "observation_matrix", m, d)
+        self.R = check_matrix(as_float_tensor(R, "observation_cov", A), "observation_cov", m, m)
+        self.b = None if b is None else as_float_tensor(b, "observation_offset", A)
+        m0 = torch.zeros(d, dtype=A.dtype, device=A.device) if m0 is None else m0
+        P0 = torch.eye(d, dtype=A.dtype, device=A.device) if P0 is None else P0
+        self.init_mean = as_float_tensor(m0, "init_mean", A)
+        self.init_cov = check_matrix(as_float_tensor(P0, "init_cov", A), "init_cov", d, d)
+
+    @property
+    def state_dim(self) -> int:
+        check_fitted(self, "A")
+        return self.A.shape[-1]
+
+    @property
+    def obs_dim(self) -> int:
+        check_fitted(self, "A")
+        return self.H.shape[-2]
+
+    def fit(self, X, Z) -> KalmanFilter:
+        """Fit every parameter by least squares from observations ``X [T, m]``, states ``Z [T, d]``."""
+        dyn = fit_state_dynamics(Z)
+        obs = fit_linear_observation(X, Z)
+        self._set_parameters(dyn.A, dyn.Gamma, obs.H, obs.R, obs.b, None, dyn.S)
+        return self
+
+    def init_state(
+        self, batch_shape: tuple[int, ...] = (), shared_cov: bool = False
+    ) -> GaussianState:
+        """The belief about :math:`z_0`, expanded to ``batch_shape`` (covariance kept
+        ``[d, d]`` when ``shared_cov``)."""
+        check_fitted(self, "A")
+        d = self.state_dim
+        mean = self.init_mean.expand(*batch_shape, d)
+        cov = self.init_cov if shared_cov else self.init_cov.expand(*batch_shape, d, d)
+        return GaussianState(mean, cov)
+
+    def predict_update(
+        self, state: GaussianState, x: torch.Tensor, missing: bool = True
+    ) -> tuple[GaussianState, GaussianState, torch.Tensor]:
+        """One predict-update step from ``state``. Returns ``(posterior, prediction, loglik)``."""
+        prior = predict_linear(state, self.A, self.Gamma)
+        posterior, loglik = kalman_update(prior, x, self.H, self.R, self.b, missing)
+        return posterior, prior, loglik
+
+    def reset(self, batch_shape: tuple[int, ...] = ()) -> None:
+        """Restart the online filter (:meth:`step`) at :math:`z_0` for ``batch_shape`` streams."""
+        self.state_ = self.init_state(batch_shape)
+
+    def step(self, x) -> GaussianState:
+        """Online update with one observation row ``x [..., m]`` (NaN row: no update).
+
+        Keeps only the current belief (O(1) memory) in ``state_``; returns it.
+        """
+        check_fitted(self, "A")
+        x = as_float_tensor(x, "x", self.A)
+        if getattr(self, "state_", None) is None:
+            self.reset(x.shape[:-1])
+        self.state_ = self.predict_update(self.state_, x)[0]
+        return self.state_
+
+    def _forward(self, X) -> tuple[KalmanOutput, tuple[int, ...]]:
+        """Forward pass; covariances stay ``[T, d, d]`` when shared by all streams.
+
+        They are shared when no row is missing and the parameters carry no batch dimension:
+        the covariance recursion then does not depend on the data, so it runs once.
+        """
+        check_fitted(self, "A")
+        X = check_observations(as_float_tensor(X, "X", self.A), "X", self.obs_dim)
+        params = (self.A, self.Gamma, self.H, self.R, self.init_cov)
+        missing = bool(torch.isnan(X).any())
+        shared = not missing and all(p.dim() == 2 for p in params)
+        state = self.init_state(X.shape[:-2], shared_cov=shared)
+        posts, priors, total = [], [], torch.zeros((), dtype=X.dtype, device=X.device)
+        for t in range(X.shape[-2]):
+            state, prior, loglik = self.predict_update(state, X[..., t, :], missing)
+            posts.append(state)
+            priors.append(prior)
+            total = total + loglik
+        out = KalmanOutput(
+            torch.stack([s.mean for s in posts], -2),
+            torch.stack([s.cov for s in posts], -3),
+            torch.stack([s.mean for s in priors], -2),
+            torch.stack([s.cov for s in priors], -3),
+            total.expand(X.shape[:-2]),
+        )
+        return out, X.shape[:-2]
+
+    @staticmethod
+    def _expand(covs: torch.Tensor, batch: tuple[int, ...]) -> torch.Tensor:
+        return covs.expand(*batch, *covs.shape[-3:])
+
+    def filter_full(self, X) -> KalmanOutput:
+        """Forward pass over ``X [..., T, m]``; see :class:`KalmanOutput`."""
+        out, batch = self._forward(X)
+        return out._replace(
+            covs=self._expand(out.covs, batch), pred_covs=self._expand(out.pred_covs, batch)
+        )
+
+    def filter(self, X) -> tuple[torch.Tensor, torch.Tensor]:
+        """Filtered means ``[..., T, d]`` and covariances ``[..., T, d, d]``."""
+        out = self.filter_full(X)
+        return out.means, out.covs
+
+    def log_likelihood(self, X) -> torch.Tensor:
+        r""":math:`\log p(x_{1:T})` per stream ``[...]`` (prediction-error decomposition)."""
+        return self.filter_full(X).log_likelihood
+
+    def smooth(self, X) -> tuple[torch.Tensor, torch.Tensor]:
+        r"""RTS-smoothed means ``[..., T, d]`` and covariances of :math:`p(z_t \mid x_{1:T})`."""
+        out, batch = self._forward(X)
+        T = out.means.shape[-2]
+        means, covs = [out.means[..., -1, :]], [out.covs[..., -1, :, :]]
+        for t in range(T - 2, -1, -1):
+            smoothed = rts_step(
+                GaussianState(out.means[..., t, :], out.covs[..., t, :, :]),
+                GaussianState(out.pred_means[..., t + 1, :], out.pred_covs[..., t + 1, :, :]),
+                GaussianState(means[-1], covs[-1]),
+                self.A,
+            )
+            means.append(smoothed.mean)
+            covs.append(smoothed.cov)
+        return torch.stack(means[::-1], -2), self._expand(torch.stack(covs[::-1], -3), batch)

@@ -1,0 +1,220 @@
+r"""Extended and unscented Kalman filters for nonlinear Gaussian state-space models.
+
+.. math::
+    z_t = g(z_{t-1}) + \eta_t,\ \eta_t \sim N(0, \Gamma), \qquad
+    x_t = h(z_t) + \varepsilon_t,\ \varepsilon_t \sim N(0, R).
+
+``transition`` (:math:`g`) and ``observation`` (:math:`h`) are either matrices (linear maps)
+or callables mapping ``[..., d]`` to ``[..., d]`` / ``[..., m]``. The EKF differentiates a
+callable with :func:`torch.func.jacrev` (one vector at a time, under :func:`torch.func.vmap`);
+the UKF calls it on all sigma points at once, so it must broadcast over leading dimensions.
+Both filter a batch of streams ``X [..., T, m]``; NaN rows skip the update. For linear maps
+both reduce exactly to the Kalman filter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from ppltk.errors import ArgumentError
+from ppltk.filtering._checks import as_float_tensor, check_matrix, check_observations
+from ppltk.filtering._gaussian import (
+    GaussianState,
+    mask_missing,
+    matvec,
+    rts_step_cross,
+    symmetrize,
+    update_with_gain,
+)
+
+__all__ = ["ExtendedKalmanFilter", "UnscentedKalmanFilter"]
+
+
+def _jacobian(
+    fn: Callable | torch.Tensor, z: torch.Tensor, jac: Callable | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Value ``fn(z) [..., k]`` and Jacobian ``[..., k, d]`` (a matrix is its own Jacobian)."""
+    if isinstance(fn, torch.Tensor):
+        return matvec(fn, z), fn.expand(*z.shape[:-1], *fn.shape[-2:])
+    if jac is not None:
+        return fn(z), jac(z)
+    flat = z.reshape(-1, z.shape[-1])
+    J = torch.func.vmap(torch.func.jacrev(fn))(flat)
+    value = fn(flat)
+    return value.reshape(*z.shape[:-1], -1), J.reshape(*z.shape[:-1], *J.shape[-2:])
+
+
+def _apply(fn: Callable | torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    return points @ fn.mT if isinstance(fn, torch.Tensor) else fn(points)
+
+
+class _NonlinearFilter:
+    """Shared parameter checks and the time loop of the EKF and UKF."""
+
+    def __init__(
+        self, transition, observation, transition_cov, observation_cov, init_mean, init_cov
+    ):
+        self.init_mean = as_float_tensor(init_mean, "init_mean")
+        d = self.init_mean.shape[-1]
+        like = self.init_mean
+        self.init_cov = check_matrix(as_float_tensor(init_cov, "init_cov", like), "init_cov", d, d)
+        self.Gamma = check_matrix(
+            as_float_tensor(transition_cov, "transition_cov", like), "transition_cov", d, d
+        )
+        R = as_float_tensor(observation_cov, "observation_cov", like)
+        self.R = check_matrix(R, "observation_cov", R.shape[-1], R.shape[-1])
+        self.transition = self._map(transition, "transition", d, d)
+        self.observation = self._map(observation, "observation", self.R.shape[-1], d)
+
+    def _map(self, fn, name, rows, cols):
+        if callable(fn) and not isinstance(fn, torch.Tensor):
+            return fn
+        if fn is None:
+            raise ArgumentError(f"Expected `{name}` to be a matrix or a callable, but found None")
+        return check_matrix(as_float_tensor(fn, name, self.init_mean), name, rows, cols)
+
+    def _loop(self, X):
+        X = check_observations(as_float_tensor(X, "X", self.init_mean), "X", self.R.shape[-1])
+        d = self.init_mean.shape[-1]
+        state = GaussianState(
+            self.init_mean.expand(*X.shape[:-2], d), self.init_cov.expand(*X.shape[:-2], d, d)
+        )
+        records, total = [], torch.zeros((), dtype=X.dtype, device=X.device)
+        for t in range(X.shape[-2]):
+            x = X[..., t, :]
+            observed = ~torch.isnan(x).any(-1)
+            prior, cross = self.predict(state)
+            post, loglik = self.update(prior, torch.nan_to_num(x, nan=0.0))
+            state, loglik = mask_missing(observed, post, prior, loglik)
+            records.append((state, prior, cross))
+            total = total + loglik
+        return records, total
+
+    def reset(self, batch_shape: tuple[int, ...] = ()) -> None:
+        """Restart the online filter (:meth:`step`) at :math:`z_0` for ``batch_shape`` streams."""
+        d = self.init_mean.shape[-1]
+        self.state_ = GaussianState(
+            self.init_mean.expand(*batch_shape, d), self.init_cov.expand(*batch_shape, d, d)
+        )
+
+    def step(self, x) -> GaussianState:
+        """Online update with one observation row ``x [..., m]`` (NaN row: no update)."""
+        x = as_float_tensor(x, "x", self.init_mean)
+        if getattr(self, "state_", None) is None:
+            self.reset(x.shape[:-1])
+        prior, _ = self.predict(self.state_)
+        post, loglik = self.update(prior, torch.nan_to_num(x, nan=0.0))
+        self.state_ = mask_missing(~torch.isnan(x).any(-1), post, prior, loglik)[0]
+        return self.state_
+
+    def filter(self, X) -> tuple[torch.Tensor, torch.Tensor]:
+        """Filtered means ``[..., T, d]`` and covariances ``[..., T, d, d]``."""
+        records, _ = self._loop(X)
+        return (
+            torch.stack([r[0].mean for r in records], -2),
+            torch.stack([r[0].cov for r in records], -3),
+        )
+
+    def smooth(self, X) -> tuple[torch.Tensor, torch.Tensor]:
+        """RTS-type smoother (extended or unscented): means ``[..., T, d]``, covs ``[..., T, d, d]``.
+
+        Uses the cross covariance :math:`\\operatorname{Cov}(z_t, z_{t+1})` each filter
+        computed in its prediction (:func:`~ppltk.filtering._gaussian.rts_step_cross`).
+        """
+        records, _ = self._loop(X)
+        smoothed = [records[-1][0]]
+        for t in range(len(records) - 2, -1, -1):
+            _, prior_next, cross_next = records[t + 1]
+            smoothed.append(rts_step_cross(records[t][0], prior_next, smoothed[-1], cross_next))
+        smoothed = smoothed[::-1]
+        means = torch.stack([s.mean for s in smoothed], -2)
+        return means, torch.stack([s.cov for s in smoothed], -3)
+
+    def log_likelihood(self, X) -> torch.Tensor:
+        """Approximate :math:`\\log p(x_{1:T})` per stream from the innovations ``[...]``."""
+        return self._loop(X)[1]
+
+
+class ExtendedKalmanFilter(_NonlinearFilter):
+    r"""EKF: linearise :math:`g` at the filtered mean and :math:`h` at the predicted mean.
+
+    .. math::
+        \nu = g(\mu),\ F = \partial g(\mu),\ M = F\Sigma F^\top + \Gamma;\qquad
+        H = \partial h(\nu),\ S = HMH^\top + R,\ K = MH^\top S^{-1},\
+        \mu' = \nu + K(x - h(\nu)),
+
+    with the Joseph-form covariance. :meth:`smooth` is the extended RTS smoother (gain
+    :math:`\Sigma_t F_{t+1}^\top M_{t+1}^{-1}`). Analytic Jacobians ``[..., k, d]`` may be
+    passed as ``transition_jacobian``/``observation_jacobian`` (faster than autodiff).
+    """
+
+    def __init__(self, *args, transition_jacobian=None, observation_jacobian=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.transition_jacobian = transition_jacobian
+        self.observation_jacobian = observation_jacobian
+
+    def predict(self, state: GaussianState):
+        """Linearised prediction; returns it and :math:`\\operatorname{Cov}(z_{t-1}, z_t) = \\Sigma F^\\top`."""
+        nu, F = _jacobian(self.transition, state.mean, self.transition_jacobian)
+        cross = state.cov @ F.mT
+        return GaussianState(nu, symmetrize(F @ cross + self.Gamma)), cross
+
+    def update(self, prior: GaussianState, x: torch.Tensor):
+        x_pred, H = _jacobian(self.observation, prior.mean, self.observation_jacobian)
+        cross = prior.cov @ H.mT
+        innov = symmetrize(H @ cross + self.R)
+        return update_with_gain(prior, x, x_pred, cross, innov, H, self.R)
+
+
+class UnscentedKalmanFilter(_NonlinearFilter):
+    r"""UKF with Van der Merwe's scaled sigma points (additive noise).
+
+    :math:`\lambda = \alpha^2(d+\kappa) - d`; points :math:`\mu` and
+    :math:`\mu \pm` the columns of :math:`\operatorname{chol}((d+\lambda)\Sigma)`; weights
+    :math:`W^m_0 = \lambda/(d+\lambda)`, :math:`W^c_0 = W^m_0 + 1 - \alpha^2 + \beta`,
+    :math:`W_i = 1/(2(d+\lambda))`. Prediction pushes the points of the filtered belief
+    through :math:`g`; the update redraws points from the prediction, pushes them through
+    :math:`h` and applies :math:`K = C S^{-1}`, :math:`\Sigma' = M - KSK^\top` (as filterpy).
+    """
+
+    def __init__(self, *args, alpha: float = 1.0, beta: float = 2.0, kappa: float = 0.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        d = self.init_mean.shape[-1]
+        lam = alpha**2 * (d + kappa) - d
+        if not d + lam > 0:
+            raise ArgumentError(f"Expected alpha^2 (d + kappa) > 0, but found {d + lam!r}")
+        opts = {"dtype": self.init_mean.dtype, "device": self.init_mean.device}
+        self.Wm = torch.full((2 * d + 1,), 0.5 / (d + lam), **opts)
+        self.Wc = self.Wm.clone()
+        self.Wm[0] = lam / (d + lam)
+        self.Wc[0] = lam / (d + lam) + 1 - alpha**2 + beta
+        self.scale = d + lam
+
+    def sigma_points(self, state: GaussianState) -> torch.Tensor:
+        """Sigma points ``[..., 2d + 1, d]``."""
+        L = torch.linalg.cholesky(self.scale * state.cov)
+        offsets = torch.cat([torch.zeros_like(L[..., :1, :]), L.mT, -L.mT], -2)
+        return state.mean.unsqueeze(-2) + offsets
+
+    def _moments(self, points: torch.Tensor):
+        mean = (self.Wm.unsqueeze(-1) * points).sum(-2)
+        centred = points - mean.unsqueeze(-2)
+        return mean, centred
+
+    def predict(self, state: GaussianState):
+        """Unscented prediction; returns it and the sigma-point :math:`\\operatorname{Cov}(z_{t-1}, z_t)`."""
+        points = self.sigma_points(state)
+        nu, dev = self._moments(_apply(self.transition, points))
+        M = (dev.mT * self.Wc) @ dev + self.Gamma
+        cross = ((points - state.mean.unsqueeze(-2)).mT * self.Wc) @ dev
+        return GaussianState(nu, symmetrize(M)), cross
+
+    def update(self, prior: GaussianState, x: torch.Tensor):
+        points = self.sigma_points(prior)
+        x_pred, dev_x = self._moments(_apply(self.observation, points))
+        dev_z = points - prior.mean.unsqueeze(-2)
+        innov = symmetrize((dev_x.mT * self.Wc) @ dev_x + self.R)
+        cross = (dev_z.mT * self.Wc) @ dev_x
+        return update_with_gain(prior, x, x_pred, cross, innov)
