@@ -1,0 +1,124 @@
+"""The continual-learning harness: train task by task, evaluate every task seen so far.
+
+Settings
+--------
+``"class_incremental"``
+    Predict among all classes seen so far (``argmax`` of ``predict_proba``).
+``"task_incremental"``
+    The task identity is known at test time: predict among the test task's own classes
+    (its training labels), i.e. a masked multi-head evaluation of the same model.
+Test labels are used only to score predictions, never passed to a learner.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ppltk._progress import progress_bar
+from ppltk.continual.metrics import average_accuracy, backward_transfer, forgetting
+from ppltk.errors import ArgumentError
+
+__all__ = ["ContinualRun", "run_continual", "SETTINGS"]
+
+SETTINGS = ("class_incremental", "task_incremental")
+_ALIASES = {"class": "class_incremental", "task": "task_incremental"}
+
+
+@dataclass
+class ContinualRun:
+    """Outcome of :func:`run_continual`.
+
+    Attributes
+    ----------
+    accuracy
+        ``[T, T]`` matrix, ``accuracy[i, j]`` after task ``i`` on task ``j`` (NaN for j > i).
+    predictions
+        ``predictions[i][j]``: predicted labels ``[n_j]`` on task ``j`` after task ``i``.
+    train_seconds
+        Wall time of each ``observe``.
+    """
+
+    accuracy: np.ndarray
+    setting: str
+    predictions: list[list[torch.Tensor]]
+    train_seconds: list[float]
+    learner: object = field(repr=False, default=None)
+
+    @property
+    def average_accuracy(self) -> float:
+        return average_accuracy(self.accuracy)
+
+    @property
+    def forgetting(self) -> float:
+        f = forgetting(self.accuracy)
+        return float(f.mean()) if f.size else 0.0
+
+    @property
+    def backward_transfer(self) -> float:
+        return backward_transfer(self.accuracy)
+
+    def summary(self) -> dict:
+        """Scalar metrics as a plain dict (JSON-friendly)."""
+        return {
+            "setting": self.setting,
+            "average_accuracy": self.average_accuracy,
+            "forgetting": self.forgetting,
+            "backward_transfer": self.backward_transfer,
+            "train_seconds": float(sum(self.train_seconds)),
+        }
+
+
+def _predict(learner, X: torch.Tensor, classes: torch.Tensor | None) -> torch.Tensor:
+    proba = learner.predict_proba(X)
+    if classes is None:
+        return proba.argmax(-1)
+    classes = classes[classes < proba.shape[-1]]
+    return classes[proba[:, classes].argmax(-1)]
+
+
+def run_continual(
+    learner_factory: Callable[[], object],
+    tasks: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]],
+    setting: str = "class_incremental",
+    progress: bool = False,
+) -> ContinualRun:
+    """Train a fresh learner on ``tasks`` in order and fill the accuracy matrix.
+
+    Parameters
+    ----------
+    learner_factory
+        Zero-argument callable returning a learner with ``observe``/``predict_proba``.
+    tasks
+        List of ``(X_train, y_train, X_test, y_test)``.
+    setting
+        ``"class_incremental"`` (or ``"class"``) or ``"task_incremental"`` (or ``"task"``).
+    """
+    setting = _ALIASES.get(setting, setting)
+    if setting not in SETTINGS:
+        raise ArgumentError(f"Expected `setting` in {SETTINGS}, but found {setting!r}")
+    if len(tasks) == 0:
+        raise ArgumentError("Expected at least one task in `tasks`, but found none")
+    learner = learner_factory()
+    T = len(tasks)
+    acc = np.full((T, T), np.nan)
+    predictions, seconds = [], []
+    bar = progress_bar(T, "tasks", progress)
+    for i, (X, y, _, _) in enumerate(tasks):
+        start = time.perf_counter()
+        learner.observe(X, y)
+        seconds.append(time.perf_counter() - start)
+        row = []
+        for j, (_, y_tr, X_te, y_te) in enumerate(tasks[: i + 1]):
+            classes = y_tr.unique() if setting == "task_incremental" else None
+            pred = _predict(learner, X_te, classes)
+            row.append(pred)
+            acc[i, j] = float((pred == y_te).double().mean())
+        predictions.append(row)
+        bar.update(1)
+    bar.close()
+    return ContinualRun(acc, setting, predictions, seconds, learner)

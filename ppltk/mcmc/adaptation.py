@@ -1,0 +1,214 @@
+"""Warm-up adaptation: per-chain dual-averaging step size and windowed metric estimation.
+
+Dual averaging (Hoffman & Gelman 2014, Nesterov 2009) drives the mean acceptance statistic
+:math:`\\alpha_t` to the target :math:`\\delta`:
+
+.. math::
+    \\bar H_t = (1 - \\tfrac{1}{t + t_0}) \\bar H_{t-1} + \\tfrac{1}{t + t_0}(\\delta - \\alpha_t),
+    \\quad \\log\\epsilon_t = \\mu - \\tfrac{\\sqrt t}{\\gamma} \\bar H_t, \\quad
+    \\log\\bar\\epsilon_t = t^{-\\kappa}\\log\\epsilon_t + (1 - t^{-\\kappa})\\log\\bar\\epsilon_{t-1},
+
+with :math:`\\mu = \\log(10\\epsilon_0)`, :math:`\\gamma = 0.05`, :math:`t_0 = 10`,
+:math:`\\kappa = 0.75`; after warm-up the step size is :math:`\\bar\\epsilon`.
+
+The metric (inverse mass matrix) is the regularised sample (co)variance of the draws in each
+slow window of Stan's schedule (75 iterations fast, then windows 25, 50, 100, ... with the last
+stretched to end 50 iterations before the end of warm-up, then 50 fast):
+
+.. math::
+    M^{-1} = \\tfrac{n}{n + 5}\\hat\\Sigma + 10^{-3}\\tfrac{5}{n + 5} I.
+
+Warm-up only changes the kernel's parameters; draws kept after warm-up come from a fixed,
+:math:`\\pi`-invariant kernel.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ppltk.mcmc._base import Params
+
+__all__ = ["window_schedule", "DualAveraging", "WelfordCovariance", "WarmupAdapter"]
+
+
+def window_schedule(
+    num_warmup: int, init_buffer: int = 75, term_buffer: int = 50, base_window: int = 25
+) -> list[tuple[int, int]]:
+    """Stan's slow adaptation windows ``[(start, end), ...]`` (end exclusive).
+
+    >>> window_schedule(1000)
+    [(75, 100), (100, 150), (150, 250), (250, 450), (450, 950)]
+    """
+    if num_warmup < 20:
+        return []
+    if init_buffer + base_window + term_buffer > num_warmup:
+        init_buffer = int(0.15 * num_warmup)
+        term_buffer = int(0.1 * num_warmup)
+        base_window = num_warmup - init_buffer - term_buffer
+    end_slow = num_warmup - term_buffer
+    windows, start, size = [], init_buffer, base_window
+    while start < end_slow:
+        end = start + size
+        if end + 2 * size > end_slow:
+            end = end_slow
+        windows.append((start, end))
+        start, size = end, 2 * size
+    return windows
+
+
+@dataclass
+class DualAveraging:
+    """Per-chain dual-averaging state (all fields ``[C]``)."""
+
+    log_eps: torch.Tensor
+    log_eps_bar: torch.Tensor
+    h_bar: torch.Tensor
+    mu: torch.Tensor
+    t: torch.Tensor
+    target: float = 0.8
+    gamma: float = 0.05
+    t0: float = 10.0
+    kappa: float = 0.75
+
+    @classmethod
+    def start(cls, step_size: torch.Tensor, target: float) -> DualAveraging:
+        zeros = torch.zeros_like(step_size)
+        return cls(step_size.log(), zeros, zeros, torch.log(10.0 * step_size), zeros, target)
+
+    def update(self, accept_prob: torch.Tensor) -> None:
+        """One dual-averaging step with acceptance statistics ``accept_prob [C]``."""
+        alpha = torch.nan_to_num(accept_prob.to(self.h_bar.dtype), nan=0.0).clamp(0.0, 1.0)
+        self.t = self.t + 1
+        eta = 1.0 / (self.t + self.t0)
+        self.h_bar = (1 - eta) * self.h_bar + eta * (self.target - alpha)
+        self.log_eps = self.mu - self.t.sqrt() / self.gamma * self.h_bar
+        x = self.t.pow(-self.kappa)
+        self.log_eps_bar = x * self.log_eps + (1 - x) * self.log_eps_bar
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: getattr(self, k) for k in ("log_eps", "log_eps_bar", "h_bar", "mu", "t")}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        for key, value in state.items():
+            setattr(self, key, value)
+
+
+@dataclass
+class WelfordCovariance:
+    """Streaming per-chain mean and (co)variance of positions ``[C, D]``."""
+
+    n: int
+    mean: torch.Tensor
+    m2: torch.Tensor
+
+    @classmethod
+    def start(cls, like: torch.Tensor, dense: bool) -> WelfordCovariance:
+        chains, dim = like.shape
+        m2 = like.new_zeros((chains, dim, dim) if dense else (chains, dim))
+        return cls(0, like.new_zeros(chains, dim), m2)
+
+    def update(self, x: torch.Tensor) -> None:
+        self.n += 1
+        delta = x - self.mean
+        self.mean = self.mean + delta / self.n
+        if self.m2.dim() == 3:
+            self.m2 = self.m2 + delta.unsqueeze(-1) * (x - self.mean).unsqueeze(-2)
+        else:
+            self.m2 = self.m2 + delta * (x - self.mean)
+
+    def inverse_mass(self) -> torch.Tensor:
+        """Regularised (co)variance, Stan's shrinkage towards :math:`10^{-3} I`."""
+        n = self.n
+        cov = self.m2 / max(n - 1, 1)
+        shrink = 1e-3 * 5.0 / (n + 5.0)
+        if cov.dim() == 3:
+            eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
+            cov = 0.5 * (cov + cov.transpose(-1, -2))
+            return (n / (n + 5.0)) * cov + shrink * eye
+        return (n / (n + 5.0)) * cov + shrink
+
+    def state_dict(self) -> dict:
+        return {"n": self.n, "mean": self.mean, "m2": self.m2}
+
+
+class WarmupAdapter:
+    """Adapts one block of parameters (step size and metric) over ``num_warmup`` iterations.
+
+    Parameters
+    ----------
+    num_warmup
+        Number of warm-up iterations.
+    params
+        Initial parameters of the block (step size already tuned).
+    target_accept
+        Dual-averaging target :math:`\\delta`.
+    adapt_step_size, adapt_mass
+        Switch the two adaptations on/off.
+    """
+
+    def __init__(
+        self,
+        num_warmup: int,
+        params: Params,
+        target_accept: float = 0.8,
+        adapt_step_size: bool = True,
+        adapt_mass: bool = True,
+    ):
+        self.num_warmup = num_warmup
+        self.adapt_step_size = adapt_step_size
+        self.windows = window_schedule(num_warmup) if adapt_mass else []
+        self.target = target_accept
+        self.averaging = DualAveraging.start(params.step_size, target_accept)
+        self.welford = WelfordCovariance.start(
+            params.inverse_mass[..., 0] if params.dense else params.inverse_mass, params.dense
+        )
+        self.metric_updated = False
+
+    def window_end(self, iteration: int) -> bool:
+        """True when a slow window closes after ``iteration``."""
+        return any(end == iteration + 1 for _, end in self.windows)
+
+    def _enough_draws(self, dim: int) -> bool:
+        """A dense estimate needs more draws than dimensions; a window with fewer is merged
+        into the next one (diagonal estimates are always used)."""
+        return self.welford.m2.dim() == 2 or self.welford.n > dim
+
+    def update(
+        self, iteration: int, position: torch.Tensor, accept_prob: torch.Tensor, params: Params
+    ) -> Params:
+        """Parameters after warm-up ``iteration`` (0-based). At a window end the caller must
+        re-tune the step size and call :meth:`restart` when ``metric_updated`` is set."""
+        step_size = params.step_size
+        self.metric_updated = False
+        if self.adapt_step_size:
+            self.averaging.update(accept_prob)
+            step_size = self.averaging.log_eps.exp()
+        inverse_mass = params.inverse_mass
+        if any(start <= iteration < end for start, end in self.windows):
+            self.welford.update(position)
+        if self.window_end(iteration) and self._enough_draws(position.shape[-1]):
+            inverse_mass = self.welford.inverse_mass()
+            self.welford = WelfordCovariance.start(position, self.welford.m2.dim() == 3)
+            self.metric_updated = True
+        if iteration + 1 == self.num_warmup and self.adapt_step_size:
+            step_size = self.averaging.log_eps_bar.exp()
+        return Params(_finite_step(step_size, params.step_size), inverse_mass)
+
+    def restart(self, step_size: torch.Tensor) -> None:
+        """Restart dual averaging around a freshly tuned step size (after a metric update)."""
+        self.averaging = DualAveraging.start(step_size, self.target)
+
+    def state_dict(self) -> dict:
+        return {"averaging": self.averaging.state_dict(), "welford": self.welford.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.averaging.load_state_dict(state["averaging"])
+        self.welford = WelfordCovariance(**state["welford"])
+
+
+def _finite_step(new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+    ok = torch.isfinite(new) & (new > 0)
+    return torch.where(ok, new, old).clamp(min=1e-10, max=math.exp(10))

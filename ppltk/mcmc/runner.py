@@ -1,0 +1,269 @@
+"""The batched-chain runner: warm-up, sampling, divergence report, interruption, checkpoints.
+
+:func:`sample_flat` drives any kernel over a flat log-density ``logdensity_and_grad(z [C, D])``.
+Warm-up adapts each parameter block's step size and metric (:mod:`ppltk.mcmc.adaptation`);
+the draws kept afterwards come from the fixed adapted kernel, which leaves the target
+invariant.  Ctrl-C returns the draws made so far (with :class:`~ppltk.errors.InterruptedWarning`)
+and ``checkpoint=path`` saves everything needed to resume bit-for-bit.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ppltk._progress import progress_bar
+from ppltk._rng import make_generator
+from ppltk.errors import ArgumentError, DivergenceWarning, InterruptedWarning
+from ppltk.mcmc._base import Kernel, LogDensityFn, MCMCState, Params, check_params, check_position
+from ppltk.mcmc.adaptation import WarmupAdapter
+from ppltk.mcmc.checkpoint import load_checkpoint, save_checkpoint
+from ppltk.mcmc.hmc import HMC
+from ppltk.mcmc.mh import RandomWalkMH
+from ppltk.mcmc.nuts import NUTS
+
+__all__ = ["SampleOutput", "sample_flat", "make_kernel"]
+
+_KERNELS = {"nuts": NUTS, "hmc": HMC, "mh": RandomWalkMH}
+
+
+@dataclass
+class SampleOutput:
+    """What :func:`sample_flat` returns.
+
+    Attributes
+    ----------
+    positions
+        ``[C, S, D]`` kept draws (``S`` smaller than asked if interrupted).
+    stats
+        ``{name: [C, S]}`` sampler statistics of the kept draws.
+    params
+        Adapted parameters (step size ``[C]``, inverse mass ``[C, D]`` or ``[C, D, D]``).
+    state
+        Final :class:`~ppltk.mcmc.MCMCState` (to continue sampling).
+    num_divergences
+        Divergent transitions among the kept draws.
+    interrupted
+        True when the run stopped on Ctrl-C.
+    """
+
+    positions: torch.Tensor
+    stats: dict[str, torch.Tensor]
+    params: Params | list[Params]
+    state: MCMCState
+    num_divergences: int = 0
+    interrupted: bool = False
+    kernel: Kernel | None = None
+    attrs: dict = field(default_factory=dict)
+
+
+def make_kernel(kernel: str | Kernel) -> Kernel:
+    """``"nuts"``, ``"hmc"``, ``"mh"`` or a kernel object -> kernel object."""
+    if isinstance(kernel, Kernel):
+        return kernel
+    if isinstance(kernel, str) and kernel.lower() in _KERNELS:
+        return _KERNELS[kernel.lower()]()
+    raise ArgumentError(
+        f"Expected `kernel` to be one of {sorted(_KERNELS)} or a ppltk.mcmc kernel object, "
+        f"but found {kernel!r}"
+    )
+
+
+def _check_counts(num_warmup: int, num_samples: int) -> None:
+    for name, value in (("num_warmup", num_warmup), ("num_samples", num_samples)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ArgumentError(f"Expected `{name}` to be an int >= 0, but found {value!r}")
+
+
+class _Run:
+    """Mutable bookkeeping of one run (kept out of the kernels, which stay stateless)."""
+
+    def __init__(self, kernel, ld, state, params, num_warmup, num_samples, adapters, gen):
+        self.kernel, self.ld, self.state, self.params = kernel, ld, state, params
+        self.num_warmup, self.num_samples = num_warmup, num_samples
+        self.adapters, self.gen = adapters, gen
+        chains, dim = state.position.shape
+        self.positions = state.position.new_empty((chains, num_samples, dim))
+        self.stats: dict[str, torch.Tensor] = {}
+        self.completed = 0  # iterations fully processed
+        self.warmup_divergences = torch.zeros(chains, dtype=torch.long, device=state.lp.device)
+
+    @property
+    def kept(self) -> int:
+        return max(self.completed - self.num_warmup, 0)
+
+    def iterate(self, i: int) -> None:
+        state, info = self.kernel.step(self.state, self.ld, self.params, self.gen)
+        self.state = state
+        if i < self.num_warmup:
+            self.warmup_divergences += info.get("diverging", torch.zeros_like(state.lp)).long()
+            self._adapt(i, info)
+        else:
+            self._record(i - self.num_warmup, state, info)
+        self.completed = i + 1
+
+    def _adapt(self, i: int, info: dict[str, torch.Tensor]) -> None:
+        kernel, z = self.kernel, self.state.position
+        blocks = kernel.param_blocks(self.params)
+        accepts = kernel.block_accept(info)
+        slices = kernel.blocks(z.shape[-1])
+        new = [
+            a.update(i, z[:, ix], acc, bp)
+            for a, bp, acc, ix in zip(self.adapters, blocks, accepts, slices)
+        ]
+        self.params = kernel.join_param_blocks(new)
+        if any(a.metric_updated for a in self.adapters) and self.adapters[0].adapt_step_size:
+            self.params = kernel.tune_step_size(self.state, self.ld, self.params, self.gen)
+            for a, bp in zip(self.adapters, kernel.param_blocks(self.params)):
+                a.restart(bp.step_size)
+
+    def _record(self, s: int, state: MCMCState, info: dict[str, torch.Tensor]) -> None:
+        self.positions[:, s] = state.position
+        for name in self.kernel.stat_names:
+            value = info[name]
+            if name not in self.stats:
+                self.stats[name] = value.new_zeros((value.shape[0], self.num_samples))
+            self.stats[name][:, s] = value
+
+    def output(self, interrupted: bool) -> SampleOutput:
+        kept = self.kept
+        stats = {k: v[:, :kept] for k, v in self.stats.items()}
+        div = int(stats["diverging"].sum()) if "diverging" in stats else 0
+        return SampleOutput(
+            self.positions[:, :kept],
+            stats,
+            self.params,
+            self.state,
+            div,
+            interrupted,
+            self.kernel,
+            {"warmup_divergences": self.warmup_divergences},
+        )
+
+
+def sample_flat(
+    logdensity_and_grad: LogDensityFn,
+    init_position: torch.Tensor,
+    kernel: str | Kernel = "nuts",
+    num_warmup: int = 1000,
+    num_samples: int = 1000,
+    seed: int | torch.Generator | None = 0,
+    target_accept: float | None = None,
+    dense_mass: bool = False,
+    progress: bool = True,
+    *,
+    params: Params | list[Params] | None = None,
+    adapt_step_size: bool = True,
+    adapt_mass: bool = True,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int = 100,
+    warn_divergences: bool = True,
+) -> SampleOutput:
+    """Run ``C`` chains of ``kernel`` on a flat batched log-density.
+
+    Parameters
+    ----------
+    logdensity_and_grad
+        ``z [C, D] -> (lp [C], grad [C, D])``; called once per leapfrog step for all chains.
+    init_position
+        ``[C, D]`` starting points (one row per chain, finite log-density).
+    kernel
+        ``"nuts"`` (default), ``"hmc"``, ``"mh"`` or a kernel object (:class:`NUTS`,
+        :class:`HMC`, :class:`RandomWalkMH`, :class:`Gibbs`).
+    num_warmup, num_samples
+        Warm-up (adaptation) iterations and kept draws per chain.
+    seed
+        ``int`` or :class:`torch.Generator`; all randomness comes from it.
+    target_accept
+        Dual-averaging target (``None``: the kernel's default, 0.8 for HMC/NUTS, 0.234 for MH).
+    dense_mass
+        Adapt a dense ``[C, D, D]`` metric instead of a diagonal one.
+    progress
+        Show a tqdm bar (on a terminal).
+    params
+        Starting parameters (e.g. adapted ones from an earlier run); ``None`` uses the
+        kernel's defaults and the step-size heuristic.
+    adapt_step_size, adapt_mass
+        Turn parts of warm-up adaptation off.
+    checkpoint
+        Path of a checkpoint: written every ``checkpoint_every`` iterations and on Ctrl-C;
+        if it exists when the run starts, the run resumes from it.
+    warn_divergences
+        Warn (:class:`~ppltk.errors.DivergenceWarning`) when kept draws diverged.
+
+    Returns
+    -------
+    SampleOutput
+        ``positions [C, S, D]``, ``stats {name: [C, S]}``, adapted ``params``, final ``state``.
+    """
+    check_position(init_position, "init_position")
+    _check_counts(num_warmup, num_samples)
+    kernel = make_kernel(kernel)
+    target = kernel.target_accept if target_accept is None else float(target_accept)
+    if not 0.0 < target < 1.0:
+        raise ArgumentError(f"Expected `target_accept` in (0, 1), but found {target_accept!r}")
+    gen = make_generator(seed, init_position.device)
+    path = Path(checkpoint) if checkpoint is not None else None
+    resume = path is not None and path.exists()
+    if resume:  # state, params and generator come from the checkpoint
+        zeros = init_position.new_zeros(init_position.shape[0])
+        state = MCMCState(init_position, zeros, torch.zeros_like(init_position))
+    else:
+        state = kernel.init(init_position, logdensity_and_grad)
+    if params is None:
+        params = kernel.default_params(init_position, dense_mass)
+        if num_warmup > 0 and adapt_step_size and not resume:
+            params = kernel.tune_step_size(state, logdensity_and_grad, params, gen)
+    dim = init_position.shape[-1]
+    for ix, block in zip(kernel.blocks(dim), kernel.param_blocks(params)):
+        check_params(block, init_position[:, ix])
+    adapters = [
+        WarmupAdapter(num_warmup, bp, target, adapt_step_size, adapt_mass)
+        for bp in kernel.param_blocks(params)
+    ]
+    run = _Run(kernel, logdensity_and_grad, state, params, num_warmup, num_samples, adapters, gen)
+    if resume:
+        load_checkpoint(path, run)
+    _loop(run, path, checkpoint_every, progress)
+    out = run.output(interrupted=run.completed < num_warmup + num_samples)
+    if warn_divergences and out.num_divergences > 0:
+        per_chain = out.stats["diverging"].sum(1).tolist()
+        warnings.warn(
+            f"{out.num_divergences} divergent transitions after warm-up (per chain: {per_chain}); "
+            "the draws may be biased. Reparameterise the model or raise `target_accept`.",
+            DivergenceWarning,
+            stacklevel=2,
+        )
+    return out
+
+
+def _loop(run: _Run, path: Path | None, every: int, progress: bool) -> None:
+    total = run.num_warmup + run.num_samples
+    bar = progress_bar(total, "warmup" if run.completed < run.num_warmup else "sample", progress)
+    bar.update(run.completed)
+    gen_state = run.gen.get_state()
+    try:
+        for i in range(run.completed, total):
+            if i == run.num_warmup:
+                bar.set_description("sample")
+            gen_state = run.gen.get_state()
+            run.iterate(i)
+            bar.update(1)
+            if path is not None and (run.completed % every == 0 or run.completed == total):
+                save_checkpoint(path, run, run.gen.get_state())
+    except KeyboardInterrupt:
+        if path is not None:
+            save_checkpoint(path, run, gen_state)
+        warnings.warn(
+            f"Sampling interrupted after {run.completed} of {total} iterations "
+            f"({run.kept} kept draws per chain); returning the draws so far"
+            + (f" (checkpoint saved to {path})." if path is not None else "."),
+            InterruptedWarning,
+            stacklevel=3,
+        )
+    finally:
+        bar.close()

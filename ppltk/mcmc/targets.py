@@ -1,0 +1,97 @@
+"""Reference targets for tests, tutorials and benchmarks: flat log-densities and Pyro models."""
+
+from __future__ import annotations
+
+import pyro
+import pyro.distributions as dist
+import torch
+
+from ppltk.errors import ShapeError
+
+__all__ = [
+    "gaussian_logdensity",
+    "correlated_covariance",
+    "EIGHT_SCHOOLS_Y",
+    "EIGHT_SCHOOLS_SIGMA",
+    "eight_schools_noncentered",
+    "eight_schools_centered",
+    "funnel_centered",
+    "logistic_regression",
+    "logistic_regression_data",
+]
+
+EIGHT_SCHOOLS_Y = (28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0)
+EIGHT_SCHOOLS_SIGMA = (15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0)
+
+
+def gaussian_logdensity(mean: torch.Tensor, cov: torch.Tensor):
+    """``logdensity_and_grad`` of :math:`\\mathcal N(\\mu, \\Sigma)` (up to a constant).
+
+    .. math:: \\log\\pi(z) = -\\tfrac12 (z-\\mu)^\\top\\Sigma^{-1}(z-\\mu), \\quad
+              \\nabla\\log\\pi(z) = -\\Sigma^{-1}(z-\\mu).
+    """
+    if cov.shape != (mean.shape[-1], mean.shape[-1]):
+        raise ShapeError(
+            f"Expected `cov` shaped [{mean.shape[-1]}, {mean.shape[-1]}], "
+            f"but found {list(cov.shape)}"
+        )
+    precision = torch.cholesky_inverse(torch.linalg.cholesky(cov))
+
+    def logdensity_and_grad(z: torch.Tensor):
+        r = z - mean
+        g = -r @ precision
+        return 0.5 * (r * g).sum(-1), g
+
+    return logdensity_and_grad
+
+
+def correlated_covariance(dim: int, rho: float = 0.95, dtype=torch.float64) -> torch.Tensor:
+    """Equicorrelated covariance with log-spaced scales in ``[0.1, 10]``: strongly correlated
+    and badly scaled, the case a dense metric is made for."""
+    scales = torch.logspace(-1, 1, dim, dtype=dtype)
+    corr = torch.full((dim, dim), rho, dtype=dtype)
+    corr.fill_diagonal_(1.0)
+    return scales[:, None] * corr * scales[None, :]
+
+
+def eight_schools_noncentered(sigma: torch.Tensor, y: torch.Tensor | None = None) -> None:
+    """Eight schools, non-centred: :math:`\\theta_j = \\mu + \\tau\\tilde\\theta_j`."""
+    mu = pyro.sample("mu", dist.Normal(0.0, 5.0))
+    tau = pyro.sample("tau", dist.HalfCauchy(5.0))
+    with pyro.plate("J", sigma.shape[0]):
+        theta_raw = pyro.sample("theta_raw", dist.Normal(0.0, 1.0))
+        pyro.sample("y", dist.Normal(mu + tau * theta_raw, sigma), obs=y)
+
+
+def eight_schools_centered(sigma: torch.Tensor, y: torch.Tensor | None = None) -> None:
+    """Eight schools, centred (funnel geometry; NUTS reports divergences)."""
+    mu = pyro.sample("mu", dist.Normal(0.0, 5.0))
+    tau = pyro.sample("tau", dist.HalfCauchy(5.0))
+    with pyro.plate("J", sigma.shape[0]):
+        theta = pyro.sample("theta", dist.Normal(mu, tau))
+        pyro.sample("y", dist.Normal(theta, sigma), obs=y)
+
+
+def funnel_centered(dim: int = 9) -> None:
+    """Neal's funnel: :math:`v \\sim \\mathcal N(0, 3^2)`, :math:`x_i \\mid v \\sim
+    \\mathcal N(0, e^{v})` (centred, so the neck defeats a single step size)."""
+    v = pyro.sample("v", dist.Normal(0.0, 3.0))
+    with pyro.plate("dim", dim):
+        pyro.sample("x", dist.Normal(0.0, torch.exp(v / 2)))
+
+
+def logistic_regression(x: torch.Tensor, y: torch.Tensor | None = None) -> None:
+    """Bayesian logistic regression with standard-normal priors on weights and intercept."""
+    w = pyro.sample("w", dist.Normal(torch.zeros(x.shape[1]), 1.0).to_event(1))
+    b = pyro.sample("b", dist.Normal(0.0, 1.0))
+    with pyro.plate("N", x.shape[0]):
+        pyro.sample("y", dist.Bernoulli(logits=x @ w + b), obs=y)
+
+
+def logistic_regression_data(n: int = 1000, d: int = 25, seed: int = 0):
+    """Simulated ``(x [n, d], y [n])`` with standard-normal features and true weights."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=gen)
+    w = torch.randn(d, generator=gen) * 0.5
+    y = torch.bernoulli(torch.sigmoid(x @ w + 0.3), generator=gen)
+    return x, y

@@ -1,0 +1,115 @@
+r"""``ppltk.smc.smc``: the particle filter on any sequentially-observing model.
+
+Which path a model takes (and what it costs, :math:`N` particles, :math:`T` observations):
+
+=====================================================  =====================  ==============
+model                                                  path                   cost
+=====================================================  =====================  ==============
+object with ``init``/``transition``/``log_observation``  explicit Markov state   :math:`O(NT)`
+Pyro object with ``init(state, ...)``/``step(state, y)``  Markov state dict       :math:`O(NT)`
+any other Pyro program (observations in order)          replay + suspension     :math:`O(NT^2)`
+=====================================================  =====================  ==============
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ppltk._rng import child_seed, make_generator, pyro_seed
+from ppltk.errors import ArgumentError
+from ppltk.results import Result
+from ppltk.smc.filter import particle_filter
+from ppltk.smc.programs import PyroStateSpace, ReplayProgram
+from ppltk.smc.resampling import multinomial
+
+__all__ = ["smc", "model_path"]
+
+
+def model_path(model) -> str:
+    """``"markov"``, ``"pyro-markov"`` or ``"replay"``: the path :func:`smc` takes (see module)."""
+    if all(hasattr(model, m) for m in ("init", "transition", "log_observation")):
+        return "markov"
+    if all(hasattr(model, m) for m in ("init", "step")):
+        return "pyro-markov"
+    if callable(model):
+        return "replay"
+    raise ArgumentError(f"Expected a state-space model or a Pyro model, but found {type(model)}")
+
+
+def smc(
+    model,
+    *args,
+    num_particles: int = 1000,
+    resampling="systematic",
+    ess_threshold: float = 0.5,
+    seed: int | torch.Generator = 0,
+    proposal=None,
+    guide=None,
+    max_plate_nesting: int = 0,
+    progress: bool = True,
+    **kwargs,
+) -> Result:
+    r"""Sequential Monte Carlo (particle filter) with adaptive resampling.
+
+    Parameters
+    ----------
+    model
+        A :class:`~ppltk.smc.StateSpaceModel` (called as ``smc(ssm, ys)``), a Pyro object with
+        ``init``/``step`` methods (``smc(model, ys, *init_args)``; ``step(state, ys[t])``,
+        optional ``guide`` with the same methods), or any Pyro program that observes data in
+        sequence (``smc(model, *args, **kwargs)``). See the module table for paths and costs.
+    num_particles, resampling, ess_threshold, seed
+        :math:`N`; the scheme; resample when :math:`\mathrm{ESS}/N <` threshold; seed.
+    proposal
+        For explicit state-space models: a proposal (default bootstrap).
+
+    Returns
+    -------
+    Result
+        ``log_evidence`` (unbiased in :math:`\hat Z`), draws resampled from the final weighted
+        particles (one chain of ``num_particles``), ``attrs["path"]`` and, outside ArviZ,
+        ``attrs["filter"]`` (the :class:`~ppltk.smc.FilterOutput` with weighted particles).
+    """
+    path = model_path(model)
+    generator = make_generator(seed)
+    common = dict(
+        resampling=resampling, ess_threshold=ess_threshold, seed=generator, progress=progress
+    )
+    if path == "replay":
+        program = ReplayProgram(model, args, kwargs, seed=0)
+        ys = torch.zeros(program.num_observations, 1)
+        with pyro_seed(child_seed(generator)):
+            out = particle_filter(program, ys, num_particles, proposal=program, **common)
+            picked = _final_draws(out, generator)
+            draws = program.draws(program.complete(picked, num_particles), num_particles)
+    else:
+        if not args:
+            raise ArgumentError(
+                "Expected the observations `ys` as the first argument, but found none"
+            )
+        ys = args[0]
+        if path == "pyro-markov":
+            proposal = PyroStateSpace(model, guide, max_plate_nesting, args[1:], kwargs)
+        with pyro_seed(child_seed(generator)):
+            out = particle_filter(model, ys, num_particles, proposal=proposal, **common)
+        picked = _final_draws(out, generator)
+        draws = picked if isinstance(picked, dict) else {"x": picked}
+    return Result(
+        draws={k: v[None].detach() for k, v in draws.items() if isinstance(v, torch.Tensor)},
+        log_evidence=float(out.log_evidence),
+        method="smc",
+        attrs={
+            "path": path,
+            "num_resampling_steps": int(out.resampled.sum()),
+            "min_ess": float(out.ess.min()),
+            "filter": out,
+        },
+    )
+
+
+def _final_draws(out, generator):
+    """Equally weighted draws: the final particles resampled multinomially by their weights."""
+    from ppltk.smc.population import reindex
+
+    ancestors = multinomial(out.population.log_weights, generator)
+    return reindex(out.population.particles, ancestors)

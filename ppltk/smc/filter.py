@@ -1,0 +1,211 @@
+r"""The particle filter: propose, reweight, adaptively resample — linear in :math:`T`.
+
+One step of the filter (the Feynman–Kac recursion, Del Moral 2004) is
+
+.. math:: \text{if } \mathrm{ESS}_{t-1}/N < \tau:\; a^{1:N} \sim r(W_{t-1}),\;
+          \log\hat Z \mathrel{+}= \mathrm{lse}(\log w_{t-1}) - \log N,\; \log w_{t-1} \leftarrow 0;
+          \qquad X_t^i \sim q_t(\cdot \mid X_{t-1}^{a^i}),\qquad
+          \log w_t^i = \log w_{t-1}^i + \log G_t(X_{t-1}^{a^i}, X_t^i),
+
+and the evidence estimate :math:`\hat Z_T = \hat Z_{\mathrm{past}} \frac1N\sum_i w_T^i` is
+unbiased, :math:`E[\hat Z_T] = p(y_{0:T-1})`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ppltk._progress import progress_bar
+from ppltk._rng import make_generator
+from ppltk.errors import ArgumentError
+from ppltk.smc.population import Population, check_log_weights
+from ppltk.smc.proposals import bootstrap
+from ppltk.smc.resampling import get_resampler, resample
+
+__all__ = ["FilterOutput", "particle_filter", "check_filter_args"]
+
+
+@dataclass(eq=False)
+class FilterOutput:
+    """Everything a particle filter run produced (compared by identity: it holds tensors).
+
+    Attributes
+    ----------
+    population
+        The final weighted population (time :math:`T-1`).
+    log_evidence
+        ``[*batch]`` float64 :math:`\\log\\hat Z_T`.
+    log_evidence_increments
+        ``[T, *batch]`` :math:`\\log\\hat p(y_t \\mid y_{0:t-1})`; they sum to ``log_evidence``.
+    ess, resampled
+        ``[T, *batch]`` ESS after reweighting at ``t``, and whether step ``t`` resampled first.
+    means, variances
+        ``[T, *batch, d]`` weighted filtering moments (tensor states only, else ``None``).
+    history
+        With ``store_history=True``: lists over ``t`` of particles, log-weights, ancestors
+        (the indices used before step ``t``; identity at ``t = 0``).
+    """
+
+    population: Population
+    log_evidence: torch.Tensor
+    log_evidence_increments: torch.Tensor
+    ess: torch.Tensor
+    resampled: torch.Tensor
+    means: torch.Tensor | None = None
+    variances: torch.Tensor | None = None
+    history: dict[str, list] | None = field(default=None, repr=False)
+
+
+def check_filter_args(num_particles: int, ess_threshold: float, num_steps: int) -> None:
+    """The one contract check of the filters (messages "Expected X, but found Y")."""
+    if not isinstance(num_particles, int) or num_particles < 1:
+        raise ArgumentError(f"Expected `num_particles` a positive int, but found {num_particles!r}")
+    if not 0.0 <= float(ess_threshold) <= 1.0:
+        raise ArgumentError(f"Expected `ess_threshold` in [0, 1], but found {ess_threshold!r}")
+    if num_steps < 1:
+        raise ArgumentError(f"Expected at least one observation, but found {num_steps}")
+
+
+def _moments(x, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Weighted mean and variance of tensor states ``[*batch, N, d]`` (else ``None``)."""
+    if not isinstance(x, torch.Tensor) or x.ndim != w.ndim + 1 or not x.is_floating_point():
+        return None
+    w = w.to(x.dtype).unsqueeze(-1)
+    mean = (w * x).sum(-2)
+    return mean, (w * (x - mean.unsqueeze(-2)) ** 2).sum(-2)
+
+
+def particle_filter(
+    ssm: Any,
+    ys: torch.Tensor,
+    num_particles: int,
+    *,
+    resampling="systematic",
+    ess_threshold: float = 0.5,
+    proposal=None,
+    batch_shape: tuple[int, ...] = (),
+    seed: int | torch.Generator = 0,
+    store_history: bool = False,
+    progress: bool = False,
+) -> FilterOutput:
+    r"""Run a particle filter on a state-space model (see :mod:`ppltk.smc.ssm`).
+
+    Parameters
+    ----------
+    ssm
+        Object with ``init``, ``transition``, ``log_observation`` (a
+        :class:`~ppltk.smc.StateSpaceModel`).
+    ys
+        Observations ``[T, ...]``; ``ys[t]`` is passed to the model at step ``t``
+        (with ``batch_shape``, ``ys[t]`` broadcasts against ``[*batch, N, ...]``).
+    num_particles
+        :math:`N`.
+    resampling
+        ``"systematic"`` (default), ``"stratified"``, ``"residual"``, ``"multinomial"`` or a
+        callable with the resampler signature.
+    ess_threshold
+        Resample when :math:`\mathrm{ESS}/N <` this (0.5); 1.0 resamples at every step.
+    proposal
+        A proposal (see :mod:`ppltk.smc.proposals`); default bootstrap.
+    batch_shape
+        Leading batch of independent filters (e.g. one per parameter value).
+    seed, store_history, progress
+        Seed or generator; keep every step's particles (for smoothing); tqdm bar.
+
+    Returns
+    -------
+    FilterOutput
+        Raises :class:`~ppltk.errors.DegenerateWeightsError` naming the observation ``t`` at
+        which every particle's weight is zero or NaN.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from ppltk.smc import LinearGaussianSSM, particle_filter
+    >>> eye = torch.eye(1, dtype=torch.float64)
+    >>> ssm = LinearGaussianSSM(0.9 * eye, eye, eye, eye, torch.zeros(1, dtype=torch.float64), eye)
+    >>> out = particle_filter(ssm, torch.zeros(5, 1, dtype=torch.float64), 100, seed=0)
+    >>> out.log_evidence.shape
+    torch.Size([])
+    """
+    num_steps = len(ys)
+    check_filter_args(num_particles, ess_threshold, num_steps)
+    generator = make_generator(seed, ys.device)
+    resampler, proposal = get_resampler(resampling), proposal or bootstrap
+    shape = tuple(batch_shape) + (num_particles,)
+    pop, ess, lse = None, None, None
+    rec = {k: [] for k in ("inc", "ess", "res", "mean", "var", "x", "logw", "anc")}
+    for t in progress_bar_range(num_steps, progress):
+        pop, inc, resampled, ancestors, lse = _advance(
+            pop, ssm, proposal, resampler, ess_threshold, ys, t, shape, generator, ess, lse
+        )
+        ess = _record(rec, pop, inc, resampled, ancestors, store_history)
+    stack = torch.stack
+    moments = rec["mean"][0] is not None
+    return FilterOutput(
+        population=pop,
+        log_evidence=pop.log_evidence_estimate(),
+        log_evidence_increments=stack(rec["inc"]),
+        ess=stack(rec["ess"]),
+        resampled=stack(rec["res"]),
+        means=stack(rec["mean"]) if moments else None,
+        variances=stack(rec["var"]) if moments else None,
+        history={"particles": rec["x"], "log_weights": rec["logw"], "ancestors": rec["anc"]}
+        if store_history
+        else None,
+    )
+
+
+def progress_bar_range(num_steps: int, progress: bool):
+    """``range(num_steps)`` with a tqdm bar when asked for."""
+    with progress_bar(num_steps, "particle filter", progress) as bar:
+        for t in range(num_steps):
+            yield t
+            bar.update()
+
+
+def _advance(
+    pop, ssm, proposal, resampler, ess_threshold, ys, t, shape, generator, ess=None, lse=None
+):
+    """Resample (adaptively), propose, reweight; returns the new population and step info."""
+    if pop is None:
+        identity = torch.arange(shape[-1], device=ys.device).expand(shape)
+        resampled = torch.zeros(shape[:-1], dtype=torch.bool, device=ys.device)
+        prev, before, evidence = None, math.log(shape[-1]), None
+    else:
+        prev_lse = torch.logsumexp(pop.log_weights, -1).double() if lse is None else lse
+        where = f"observation t={t - 1}"
+        pop, resampled, identity = resample(pop, resampler, generator, ess_threshold, where, ess)
+        # weights reset to 0 in resampled rows: their log-sum is log N
+        before = torch.where(resampled, math.log(shape[-1]), prev_lse)
+        prev, evidence = pop.particles, pop.log_evidence
+    state, log_g = proposal(ssm, prev, t, ys[t], shape, generator)
+    log_w = log_g if pop is None else pop.log_weights + log_g
+    lse = torch.logsumexp(log_w, -1).double()
+    if not bool(torch.isfinite(lse).all()):
+        check_log_weights(log_w, f"observation t={t}")
+    if evidence is None:
+        evidence = torch.zeros(shape[:-1], dtype=torch.float64, device=log_w.device)
+    increment = lse - before
+    return Population(state, log_w, evidence), increment, resampled, identity, lse
+
+
+def _record(rec, pop, increment, resampled, ancestors, store_history) -> torch.Tensor:
+    """Append the step's diagnostics; returns the ESS (reused by the next resampling)."""
+    w = pop.weights
+    ess = 1.0 / (w * w).sum(-1)
+    rec["inc"].append(increment)
+    rec["ess"].append(ess)
+    rec["res"].append(resampled)
+    moments = _moments(pop.particles, w)
+    rec["mean"].append(None if moments is None else moments[0])
+    rec["var"].append(None if moments is None else moments[1])
+    if store_history:
+        rec["x"].append(pop.particles)
+        rec["logw"].append(pop.log_weights)
+        rec["anc"].append(ancestors)
+    return ess

@@ -1,0 +1,216 @@
+r"""Resampling schemes and (adaptive) resampling of a :class:`~ppltk.smc.Population`.
+
+Every scheme has one signature, ``resample(log_weights [*batch, N], generator) -> ancestors
+[*batch, N]`` (int64), and is split into a random part (uniforms, float64) and a deterministic
+inverse-CDF part ``*_from_uniforms(weights, u)`` so tests can enumerate the randomness exactly.
+
+Each scheme is *unbiased*: the offspring count :math:`N^j = \#\{i: a^i = j\}` has
+:math:`E[N^j] = N W^j`, which is what keeps :math:`E[\hat Z] = Z` through resampling. Their
+count distributions (Douc, Cappé & Moulines, 2005):
+
+* multinomial: :math:`(N^1..N^N) \sim \mathrm{Multinomial}(N, W)`;
+* residual: :math:`N^j = \lfloor N W^j\rfloor + \mathrm{Multinomial}(R, \bar W)^j`,
+  :math:`R = N - \sum_j \lfloor N W^j \rfloor`, :math:`\bar W^j \propto N W^j - \lfloor N W^j\rfloor`;
+* stratified: one uniform per stratum, :math:`a^i = F^{-1}((i + U_i)/N)`;
+* systematic: one shared uniform, :math:`a^i = F^{-1}((i + U)/N)`, so
+  :math:`N^j \in \{\lfloor N W^j\rfloor, \lceil N W^j\rceil\}`.
+
+Cumulative sums are taken in float64: at :math:`N = 10^7` a float32 cumsum drifts by
+:math:`\sim 10^{-3}`, which biases the last particles' offspring counts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from ppltk.errors import ArgumentError
+from ppltk.smc.population import Population, check_log_weights, reindex
+
+__all__ = [
+    "Resampler",
+    "multinomial",
+    "stratified",
+    "systematic",
+    "residual",
+    "multinomial_from_uniforms",
+    "stratified_from_uniforms",
+    "systematic_from_uniforms",
+    "residual_from_uniforms",
+    "RESAMPLERS",
+    "get_resampler",
+    "resample",
+]
+
+Resampler = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+def _cdf(weights: torch.Tensor) -> torch.Tensor:
+    """Float64 cumulative sum with the last entry pinned to 1 (no float drift past the end)."""
+    cdf = torch.cumsum(weights, dim=-1, dtype=torch.float64)
+    return cdf / cdf[..., -1:]
+
+
+def _inverse_cdf(weights: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    r""":math:`F^{-1}(p) = \min\{j : F_j > p\}` for points in :math:`[0, 1)`."""
+    idx = torch.searchsorted(_cdf(weights), points.double().contiguous(), right=True)
+    return idx.clamp_(max=weights.shape[-1] - 1)
+
+
+def _weights(log_weights: torch.Tensor) -> torch.Tensor:
+    """Normalised weights in the input dtype (the cumulative sum is then taken in float64)."""
+    return torch.softmax(log_weights, dim=-1)
+
+
+def _uniforms(log_weights: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+    shape = log_weights.shape[:-1] + (n,)
+    return torch.rand(shape, dtype=torch.float64, device=log_weights.device, generator=generator)
+
+
+def multinomial_from_uniforms(weights: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Ancestors :math:`a^i = F^{-1}(U_i)` for iid uniforms ``u [*batch, N]``."""
+    return _inverse_cdf(weights, u)
+
+
+def stratified_from_uniforms(weights: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    r"""Ancestors :math:`a^i = F^{-1}((i + U_i)/N)` for uniforms ``u [*batch, N]``, in O(N).
+
+    The points are sorted, so the number of points below :math:`F_j` is closed-form:
+    with :math:`k = \lfloor N F_j \rfloor`, :math:`C_j = k + [U_k < N F_j - k]` — no search.
+    """
+    n = weights.shape[-1]
+    scaled = _cdf(weights) * n
+    k = torch.floor(scaled)
+    below = torch.gather(u.double(), -1, k.long().clamp_(max=n - 1)) < scaled - k
+    cumulative = torch.where(k >= n, n, k.long() + below.long())
+    return cumulative_to_ancestors(cumulative)
+
+
+def systematic_from_uniforms(weights: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Ancestors :math:`a^i = F^{-1}((i + U)/N)` for one uniform per row, ``u [*batch, 1]``."""
+    return stratified_from_uniforms(weights, u.expand(weights.shape))
+
+
+def residual_from_uniforms(weights: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    r"""Residual resampling: :math:`\lfloor N W^j\rfloor` copies, then multinomial on the rest.
+
+    Only the first :math:`R` uniforms of each row of ``u [*batch, N]`` are used. Ancestors are
+    returned sorted.
+    """
+    n = weights.shape[-1]
+    scaled = weights.double() * n
+    det = torch.floor(scaled)
+    rest = (n - det.sum(-1, keepdim=True)).round().long()
+    frac = (scaled - det).clamp_min(0)
+    frac = torch.where(frac.sum(-1, keepdim=True) > 0, frac, torch.ones_like(frac))
+    draws = _inverse_cdf(frac, u)
+    used = torch.arange(n, device=weights.device) < rest
+    counts = det.long().scatter_add(-1, draws, used.long())
+    return cumulative_to_ancestors(torch.cumsum(counts, -1))
+
+
+def cumulative_to_ancestors(cumulative: torch.Tensor) -> torch.Tensor:
+    r"""Sorted ancestors from cumulative offspring counts :math:`C_j = \sum_{k \le j} N^k`.
+
+    :math:`a^i = \#\{j : C_j \le i\}`, by a scatter and a cumsum: O(N), batched.
+    """
+    n = cumulative.shape[-1]
+    marker = torch.zeros(
+        cumulative.shape[:-1] + (n + 1,), dtype=torch.long, device=cumulative.device
+    )
+    marker.scatter_add_(-1, cumulative.clamp(0, n), torch.ones_like(cumulative))
+    return torch.cumsum(marker[..., :n], -1).clamp_(max=n - 1)
+
+
+def multinomial(log_weights: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Multinomial resampling (iid draws from the weights). See module docs."""
+    return multinomial_from_uniforms(
+        _weights(log_weights), _uniforms(log_weights, log_weights.shape[-1], generator)
+    )
+
+
+def stratified(log_weights: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Stratified resampling (one uniform per stratum). See module docs."""
+    return stratified_from_uniforms(
+        _weights(log_weights), _uniforms(log_weights, log_weights.shape[-1], generator)
+    )
+
+
+def systematic(log_weights: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Systematic resampling (one shared uniform). See module docs."""
+    return systematic_from_uniforms(_weights(log_weights), _uniforms(log_weights, 1, generator))
+
+
+def residual(log_weights: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Residual resampling (deterministic floor part + multinomial remainder). See module docs."""
+    return residual_from_uniforms(
+        _weights(log_weights), _uniforms(log_weights, log_weights.shape[-1], generator)
+    )
+
+
+RESAMPLERS: dict[str, Resampler] = {
+    "multinomial": multinomial,
+    "stratified": stratified,
+    "systematic": systematic,
+    "residual": residual,
+}
+
+
+def get_resampler(resampling: str | Resampler) -> Resampler:
+    """Look up a scheme by name (or pass a callable with the resampler signature through)."""
+    if callable(resampling):
+        return resampling
+    if resampling not in RESAMPLERS:
+        raise ArgumentError(
+            f"Expected `resampling` to be one of {sorted(RESAMPLERS)} or a callable, "
+            f"but found {resampling!r}"
+        )
+    return RESAMPLERS[resampling]
+
+
+def resample(
+    population: Population,
+    resampler: str | Resampler,
+    generator: torch.Generator,
+    ess_threshold: float = 1.0,
+    where: str = "resampling",
+    ess: torch.Tensor | None = None,
+) -> tuple[Population, torch.Tensor, torch.Tensor]:
+    r"""Resample the rows whose :math:`\mathrm{ESS}/N <` ``ess_threshold`` (1.0: always).
+
+    For a resampled row, the evidence of the current weights is folded in before they are reset,
+
+    .. math:: \log\hat Z_{\mathrm{past}} \mathrel{+}= \mathrm{lse}_i(\log w^i) - \log N,
+              \qquad x^i \leftarrow x^{a^i},\quad \log w^i \leftarrow 0,
+
+    so :meth:`Population.log_evidence_estimate` is unchanged in value and, because the scheme
+    is unbiased, the unnormalised measure stays unbiased. The threshold rule is deterministic given the weights, so it does not
+    bias :math:`\hat Z`. Returns ``(population, resampled [*batch] bool, ancestors [*batch, N])``
+    (identity ancestors in rows not resampled). ``ess`` may be passed when already computed.
+    """
+    if not 0.0 <= ess_threshold <= 1.0:
+        raise ArgumentError(f"Expected `ess_threshold` in [0, 1], but found {ess_threshold}")
+    logw = population.log_weights
+    n = population.num_particles
+    identity = torch.arange(n, device=logw.device).expand(logw.shape)
+    if ess_threshold < 1.0:
+        mask = (population.ess if ess is None else ess) < ess_threshold * n
+    else:
+        mask = torch.ones(logw.shape[:-1], dtype=torch.bool, device=logw.device)
+    if not bool(mask.any()):
+        return population, mask, identity
+    check_log_weights(logw, where)
+    ancestors = get_resampler(resampler)(logw, generator)
+    ancestors = torch.where(mask[..., None], ancestors, identity)
+    folded = torch.logsumexp(logw, dim=-1).double() - math.log(n)
+    return (
+        Population(
+            particles=reindex(population.particles, ancestors),
+            log_weights=torch.where(mask[..., None], torch.zeros_like(logw), logw),
+            log_evidence=population.log_evidence + torch.where(mask, folded, 0.0),
+        ),
+        mask,
+        ancestors,
+    )
