@@ -1,5 +1,20 @@
-"""Kalman-family filters, the discriminative Kalman filter and neural-decoding tools."""
+"""Kalman-family filters, the discriminative Kalman filter and neural-decoding tools.
 
+Every filter works on a batch of independent streams ``X [..., T, n]`` (NaN rows skip the
+update) and has ``filter(X) -> (means [..., T, d], covs [..., T, d, d])`` and an online
+``reset()`` / ``step(x_t)``; the KF, EKF and UKF also ``smooth`` and give a
+``log_likelihood``. Scikit-learn-like use::
+
+    from ppltk.datasets import simulate_neural_decoding
+    from ppltk.filtering import DiscriminativeKalmanFilter, normalised_rmse
+
+    X, Z = simulate_neural_decoding(100, 5000, bin_ms=20.0, seed=0, tuning="exponential")
+    dkf = DiscriminativeKalmanFilter("nw", "constant").fit(X[:4000], Z[:4000])
+    means, covs = dkf.filter(X[4000:])
+    print(normalised_rmse(means, Z[4000:]))
+"""
+
+from ppltk.filtering._gaussian import GaussianState
 from ppltk.filtering.covariance import ConstantCovariance, KernelCovariance, make_covariance
 from ppltk.filtering.dkf import (
     NONPD_FIXES,
@@ -35,6 +50,7 @@ __all__ = [
     "ExtendedKalmanFilter",
     "UnscentedKalmanFilter",
     "GPRegressor",
+    "GaussianState",
     "KalmanFilter",
     "KalmanOutput",
     "KernelCovariance",

@@ -140,7 +140,9 @@ def rts_step_cross(
     smoothed_next: GaussianState,
     cross: torch.Tensor,
 ) -> GaussianState:
-    r"""One backward smoothing step from the cross covariance :math:`C = \operatorname{Cov}(z_t, z_{t+1})`.
+    r"""One backward smoothing step from the cross covariance.
+
+    :math:`C = \operatorname{Cov}(z_t, z_{t+1} \mid x_{1:t})`:
 
     .. math::
         G = C M_{t+1}^{-1}, \quad

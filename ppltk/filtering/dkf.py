@@ -227,7 +227,8 @@ class DiscriminativeKalmanFilter:
         self.init_cov = S
 
     def fit(self, X, Z) -> DiscriminativeKalmanFilter:
-        """Learn dynamics, :math:`f` and :math:`Q` from observations ``X [T, n]``, states ``Z [T, d]``."""
+        """Learn dynamics, :math:`f` and :math:`Q` from observations ``X [T, n]``, states
+        ``Z [T, d]``."""
         X, Z = check_training_pair(X, Z)
         self._set_dynamics(*fit_state_dynamics(Z))
         split = X.shape[0] - max(2, round(self.holdout_fraction * X.shape[0]))
@@ -274,7 +275,7 @@ class DiscriminativeKalmanFilter:
         return GaussianState(mean, cov), fired & observed
 
     def filter(self, X) -> tuple[torch.Tensor, torch.Tensor]:
-        """Filter a batch of streams ``X [..., T, n]``: means ``[..., T, d]``, covs ``[..., T, d, d]``.
+        """Filter streams ``X [..., T, n]``: means ``[..., T, d]``, covs ``[..., T, d, d]``.
 
         Rows of ``X`` with NaN skip the update.
         """
@@ -311,7 +312,7 @@ class DiscriminativeKalmanFilter:
             )
 
     def reset(self, batch_shape: tuple[int, ...] = ()) -> None:
-        """Restart the online filter at :math:`z_0 \\sim N(m_0, P_0)` for ``batch_shape`` streams."""
+        """Restart the online filter at :math:`z_0 \\sim N(m_0, P_0)` for ``batch_shape``."""
         check_fitted(self, "A")
         d = self.A.shape[-1]
         self.state_ = GaussianState(

@@ -152,7 +152,7 @@ class KalmanFilter:
         return self.H.shape[-2]
 
     def fit(self, X, Z) -> KalmanFilter:
-        """Fit every parameter by least squares from observations ``X [T, m]``, states ``Z [T, d]``."""
+        """Least-squares fit of every parameter from ``X [T, m]`` and states ``Z [T, d]``."""
         dyn = fit_state_dynamics(Z)
         obs = fit_linear_observation(X, Z)
         self._set_parameters(dyn.A, dyn.Gamma, obs.H, obs.R, obs.b, None, dyn.S)

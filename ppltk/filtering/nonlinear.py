@@ -51,7 +51,19 @@ def _apply(fn: Callable | torch.Tensor, points: torch.Tensor) -> torch.Tensor:
 
 
 class _NonlinearFilter:
-    """Shared parameter checks and the time loop of the EKF and UKF."""
+    """Shared parameter checks, the time loop and the smoother of the EKF and UKF.
+
+    Parameters
+    ----------
+    transition
+        :math:`g`: a matrix ``[..., d, d]`` or a callable ``[..., d] -> [..., d]``.
+    observation
+        :math:`h`: a matrix ``[..., m, d]`` or a callable ``[..., d] -> [..., m]``.
+    transition_cov, observation_cov
+        :math:`\\Gamma` ``[..., d, d]`` and :math:`R` ``[..., m, m]``.
+    init_mean, init_cov
+        Belief about :math:`z_0` (before the first observation); sets dtype and device.
+    """
 
     def __init__(
         self, transition, observation, transition_cov, observation_cov, init_mean, init_cov
@@ -118,7 +130,7 @@ class _NonlinearFilter:
         )
 
     def smooth(self, X) -> tuple[torch.Tensor, torch.Tensor]:
-        """RTS-type smoother (extended or unscented): means ``[..., T, d]``, covs ``[..., T, d, d]``.
+        """RTS-type smoother (extended or unscented): means ``[..., T, d]``, covariances.
 
         Uses the cross covariance :math:`\\operatorname{Cov}(z_t, z_{t+1})` each filter
         computed in its prediction (:func:`~ppltk.filtering._gaussian.rts_step_cross`).
@@ -156,7 +168,7 @@ class ExtendedKalmanFilter(_NonlinearFilter):
         self.observation_jacobian = observation_jacobian
 
     def predict(self, state: GaussianState):
-        """Linearised prediction; returns it and :math:`\\operatorname{Cov}(z_{t-1}, z_t) = \\Sigma F^\\top`."""
+        """Linearised prediction and :math:`\\operatorname{Cov}(z_{t-1}, z_t) = \\Sigma F^\\top`."""
         nu, F = _jacobian(self.transition, state.mean, self.transition_jacobian)
         cross = state.cov @ F.mT
         return GaussianState(nu, symmetrize(F @ cross + self.Gamma)), cross
@@ -204,7 +216,7 @@ class UnscentedKalmanFilter(_NonlinearFilter):
         return mean, centred
 
     def predict(self, state: GaussianState):
-        """Unscented prediction; returns it and the sigma-point :math:`\\operatorname{Cov}(z_{t-1}, z_t)`."""
+        """Unscented prediction and the sigma-point :math:`\\operatorname{Cov}(z_{t-1}, z_t)`."""
         points = self.sigma_points(state)
         nu, dev = self._moments(_apply(self.transition, points))
         M = (dev.mT * self.Wc) @ dev + self.Gamma

@@ -29,12 +29,13 @@ def random_model(rng: np.random.Generator, d: int, m: int) -> dict:
 def simulate(rng: np.random.Generator, model: dict, T: int) -> tuple[np.ndarray, np.ndarray]:
     d, m = model["H"].shape[1], model["H"].shape[0]
     z = rng.multivariate_normal(model["m0"], model["P0"])
-    Z, X = np.zeros((T, d)), np.zeros((T, m))
+    eta = rng.normal(size=(T, d)) @ np.linalg.cholesky(model["Gamma"]).T
+    eps = rng.normal(size=(T, m)) @ np.linalg.cholesky(model["R"]).T
+    Z = np.zeros((T, d))
     for t in range(T):
-        z = model["A"] @ z + rng.multivariate_normal(np.zeros(d), model["Gamma"])
+        z = model["A"] @ z + eta[t]
         Z[t] = z
-        X[t] = model["H"] @ z + model["b"] + rng.multivariate_normal(np.zeros(m), model["R"])
-    return X, Z
+    return Z @ model["H"].T + model["b"] + eps, Z
 
 
 def torch_model(model: dict) -> dict:

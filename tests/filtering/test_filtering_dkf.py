@@ -226,3 +226,23 @@ def test_dkf_fit_errors():
     walk = torch.cumsum(torch.ones(50, 2, dtype=torch.float64), 0)  # unit-root states
     with pytest.raises(NotPositiveDefiniteError, match="spectral radius"):
         DiscriminativeKalmanFilter("linear").fit(X, walk + 0.01 * Z)
+
+
+def test_fitted_linear_dkf_approaches_fitted_kalman_filter():
+    # On linear-Gaussian data the regression of z on x estimates the exact posterior
+    # p(z | x) under the stationary prior, so the fitted DKF and KF differ only by the
+    # O(1/sqrt(T)) estimation error of their parameters (T = 20000): over seeds 24-26 the
+    # RMS gap is 1-5 % of the KF's own RMS error, so 10 % is the bound; it fails if the
+    # DKF's fit were inconsistent (e.g. A transposed or Q from in-sample residuals scaled).
+    rng = np.random.default_rng(24)
+    model = random_model(rng, 2, 3)
+    X, Z = simulate(rng, model, 20_200)
+    X, Z = torch.as_tensor(X), torch.as_tensor(Z)
+    kf = KalmanFilter().fit(X[:20_000], Z[:20_000])
+    dkf = DiscriminativeKalmanFilter("linear", "constant", nonpd_fix="raise")
+    dkf.fit(X[:20_000], Z[:20_000])
+    kf_means, kf_covs = kf.filter(X[20_000:])
+    dkf_means, dkf_covs = dkf.filter(X[20_000:])
+    kf_rmse = (kf_means - Z[20_000:]).pow(2).mean().sqrt()
+    assert (kf_means - dkf_means).pow(2).mean().sqrt() < 0.1 * kf_rmse
+    assert (kf_covs - dkf_covs).abs().max() < 0.1 * kf_covs.abs().max()

@@ -1,4 +1,4 @@
-"""Kalman filter and RTS smoother against float64 oracles (hand-written, filterpy, joint Gaussian)."""
+"""Kalman filter and RTS smoother against float64 oracles: by hand, filterpy, joint Gaussian."""
 
 from __future__ import annotations
 
