@@ -43,14 +43,29 @@ def _run_one(name: str, fast: bool, outdir: Path) -> tuple[list[dict], float, st
 
 
 def _table(rows: list[dict]) -> str:
-    header = f"{'capability':<32} {'check':<44} {'value':>12} {'reference':>12} {'time':>7}"
-    lines = [header, "-" * len(header)]
-    for row in rows:
-        lines.append(
-            f"{row['capability']:<32.32} {row['check']:<44.44} {_format(row['value']):>12.12} "
-            f"{_format(row.get('reference', '')):>12.12} {row['seconds']:>6.1f}s"
+    columns = ("capability", "check", "value", "reference", "time")
+    cells = [
+        [
+            str(row["capability"])[:40],
+            str(row["check"])[:72],
+            _format(row["value"]),
+            _format(row.get("reference", "")),
+            f"{row['seconds']:.1f}s",
+        ]
+        for row in rows
+    ]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    line = "  ".join(
+        c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(columns, widths))
+    )
+    out = [line, "-" * len(line)]
+    for r in cells:
+        out.append(
+            "  ".join(
+                c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))
+            )
         )
-    return "\n".join(lines)
+    return "\n".join(out)
 
 
 def _html(rows: list[dict], failures: dict[str, str], outdir: Path, fast: bool) -> Path:

@@ -12,6 +12,7 @@ from ppltk.sde.guided import guided_rollout
 from ppltk.sde.latent import LatentFractionalSDE
 from ppltk.sde.markov_fbm import (
     MarkovFBM,
+    OmegaFunction,
     fbm_scale,
     geometric_gammas,
     omega_system,
@@ -26,6 +27,7 @@ __all__ = [
     "FractionalSDE",
     "LatentFractionalSDE",
     "MarkovFBM",
+    "OmegaFunction",
     "RegularizedGammaP",
     "RegularizedGammaQ",
     "SolveOutput",

@@ -92,11 +92,11 @@ class LatentFractionalSDE(nn.Module):
 
     def elbo(self, ts, ys, dt: float | None = None, method: str = "euler", seed=None):
         """ELBO per series and time point, ``ys`` ``[batch, T, obs_dim]`` (model dtype)."""
-        gen = make_generator(seed)
+        gen = make_generator(seed, ys.device)
         self._sigma = self.log_sigma.exp()  # state-independent: computed once per solve
         ctx = self.encode(ys)
         loc, log_scale = self.qz0(ctx[:, 0]).chunk(2, -1)
-        eps = torch.randn(loc.shape, generator=gen, dtype=loc.dtype)
+        eps = torch.randn(loc.shape, generator=gen, dtype=loc.dtype, device=loc.device)
         x0 = loc + log_scale.exp() * eps
 
         control = self._hoisted_control(ctx, x0.shape[-1])
@@ -116,9 +116,9 @@ class LatentFractionalSDE(nn.Module):
         ts, ys = check_series(ts, ys)
         if not isinstance(num_steps, int) or num_steps < 1:
             raise ArgumentError(f"Expected `num_steps` >= 1, but found {num_steps!r}")
-        dtype = next(self.parameters()).dtype
-        ts, ys = ts.to(dtype), ys.to(dtype)
-        gen = make_generator(seed)
+        param = next(self.parameters())  # data follow the model's dtype and device
+        ts, ys = ts.to(param), ys.to(param)
+        gen = make_generator(seed, ys.device)
         opt = torch.optim.Adam([p for p in self.parameters() if p.requires_grad], lr=lr)
         with progress_bar(num_steps, "latent fractional SDE", progress) as bar:
             for _ in range(num_steps):

@@ -49,6 +49,7 @@ from ppltk.sde._gamma import gammainc, scaled_gammaincc
 
 __all__ = [
     "MarkovFBM",
+    "OmegaFunction",
     "geometric_gammas",
     "omega_system",
     "optimal_omega",
@@ -169,11 +170,47 @@ def optimal_omega(
     r"""The L2-optimal weights :math:`\omega(H) = A^{-1} b(H)` (float64, differentiable in H).
 
     ``A`` is a Cauchy-like matrix and badly conditioned; it is symmetric positive definite, so
-    the solve uses a Cholesky factor in float64.
+    the solve uses a Cholesky factor in float64. The gradient comes from :class:`OmegaFunction`.
     """
-    A, b = omega_system(hurst, gammas, horizon, kind, normalisation)
-    chol = torch.linalg.cholesky(A)
-    return torch.cholesky_solve(b.unsqueeze(-1), chol).squeeze(-1)
+    _check_options(kind, normalisation)
+    gammas = torch.as_tensor(gammas, dtype=torch.float64)
+    hurst = torch.as_tensor(hurst, dtype=torch.float64, device=gammas.device)
+    if kind == "I" and bool((gammas <= 0).any()):
+        raise ArgumentError(f"Expected all `gammas` > 0 for Type I, but found {gammas.tolist()}")
+    return OmegaFunction.apply(hurst, gammas, float(horizon), kind, normalisation)
+
+
+class OmegaFunction(torch.autograd.Function):
+    r""":math:`H \mapsto \omega(H) = A^{-1} b(H)` with an adjoint backward pass.
+
+    Since :math:`A` does not depend on H and is symmetric,
+    :math:`\bar H = \lambda^\top \partial_H b` with :math:`\lambda = A^{-1}\bar\omega` (one
+    Cholesky solve, reusing the forward factor); :math:`\partial_H b` involves
+    :math:`\partial_a P(a, x)` from :class:`~ppltk.sde._gamma.RegularizedGammaP`.
+    """
+
+    @staticmethod
+    def forward(ctx, hurst, gammas, horizon, kind, normalisation):
+        with torch.no_grad():
+            c = _norm_const(hurst, kind, normalisation)
+            A = _matrix_a(gammas, horizon, kind)
+            b = _vector_b(hurst, gammas, horizon, kind, c)
+            chol = torch.linalg.cholesky(A)
+            omega = torch.cholesky_solve(b.unsqueeze(-1), chol).squeeze(-1)
+        ctx.save_for_backward(hurst, gammas, chol)
+        ctx.config = (horizon, kind, normalisation)
+        return omega
+
+    @staticmethod
+    def backward(ctx, grad_omega):
+        hurst, gammas, chol = ctx.saved_tensors
+        horizon, kind, normalisation = ctx.config
+        lam = torch.cholesky_solve(grad_omega.unsqueeze(-1), chol).squeeze(-1)
+        with torch.enable_grad():
+            h = hurst.detach().requires_grad_(True)
+            b = _vector_b(h, gammas, horizon, kind, _norm_const(h, kind, normalisation))
+            (grad_h,) = torch.autograd.grad(b, h, lam)
+        return grad_h, None, None, None, None
 
 
 def ou_increment_covariance(gammas: torch.Tensor, dt: float) -> torch.Tensor:

@@ -104,7 +104,7 @@ class FractionalSDE(nn.Module):
     def hurst(self) -> torch.Tensor:
         """The Hurst index :math:`\\sigma(\\text{logit})` in (0, 1) (0.5 in the Brownian case)."""
         if self.brownian:
-            return torch.tensor(0.5, dtype=torch.float64)
+            return torch.tensor(0.5, dtype=torch.float64, device=self.gammas.device)
         return torch.sigmoid(self.hurst_logit)
 
     def omega(self) -> torch.Tensor:

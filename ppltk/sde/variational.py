@@ -135,7 +135,7 @@ class VariationalFractionalSDE(nn.Module):
         gamma_min: float | None = None,
         gamma_max: float | None = None,
         hidden: int = 32,
-        lr: float = 0.03,
+        lr: float = 0.05,
         brownian: bool = False,
     ) -> None:
         super().__init__()
@@ -171,15 +171,18 @@ class VariationalFractionalSDE(nn.Module):
             learn_hurst=o["learn_hurst"], brownian=o["brownian"],
         )  # fmt: skip
         noise = o["obs_noise"] if o["obs_noise"] is not None else 0.1 * inc_std
-        self.register_buffer("obs_noise", torch.as_tensor(noise, dtype=torch.float64) + 0 * scale)
+        noise = torch.as_tensor(noise, dtype=torch.float64).expand_as(scale).clone()
+        self.register_buffer("obs_noise", noise)
         P, d, K = ys.shape[0], ys.shape[-1], self.sde.gammas.numel()
         self.x0_loc = nn.Parameter(ys[:, 0].clone())
         self.x0_log_scale = nn.Parameter((0.5 * self.obs_noise).log().expand(P, d).clone())
         self.register_buffer("x0_prior_loc", ys[:, 0].mean(0))
         self.register_buffer("x0_prior_scale", ys[:, 0].std(0, unbiased=False) + 10 * inc_std)
         with torch.random.fork_rng(devices=[]):  # seed the hidden-layer init from `gen`
-            torch.manual_seed(int(torch.randint(0, 2**31, (), generator=gen)))
+            torch.manual_seed(int(torch.randint(0, 2**31, (), generator=gen, device=gen.device)))
             self.net = ControlNet(1 + 2 * d + d * K, d, o["hidden"]).double()
+        self.sde.to(ys.device)
+        self.net.to(ys.device)
         self._data = (ts, ys)
 
     # ----------------------------------------------------------------- control
@@ -214,12 +217,15 @@ class VariationalFractionalSDE(nn.Module):
         return full, net_only
 
     # ----------------------------------------------------------------- ELBO
+    def _generator(self, seed) -> torch.Generator:
+        return make_generator(seed, self._data[1].device)
+
     def _rollout(self, num_particles: int, gen, keep_path: bool = False, substeps=None):
         ts, ys = self._data
         P, T, d = ys.shape
         ys_rep = ys.repeat(num_particles, 1, 1)
         scale0 = self.x0_log_scale.exp()
-        eps = torch.randn((num_particles, P, d), generator=gen, dtype=ys.dtype)
+        eps = torch.randn((num_particles, P, d), generator=gen, dtype=ys.dtype, device=ys.device)
         x0 = (self.x0_loc + scale0 * eps).reshape(num_particles * P, d)
         full, net_only = self._make_control(ts, ys_rep, self.sde.omega(), self.sde.gammas)
         xs, loglik, kl = guided_rollout(
@@ -238,7 +244,7 @@ class VariationalFractionalSDE(nn.Module):
             raise NotFittedError("Expected a fitted model (call `fit` first), but found none")
         ts, ys = self._data
         P, T, d = ys.shape
-        _, loglik, kl = self._rollout(num_particles or self.num_particles, make_generator(seed))
+        _, loglik, kl = self._rollout(num_particles or self.num_particles, self._generator(seed))
         s2, scale0 = self.obs_noise**2, self.x0_log_scale.exp()
         ll0 = -0.5 * (
             torch.log(2 * torch.pi * s2) + ((ys[:, 0] - self.x0_loc) ** 2 + scale0**2) / s2
@@ -255,7 +261,7 @@ class VariationalFractionalSDE(nn.Module):
         ts, ys = check_series(ts, ys)
         if not isinstance(num_steps, int) or num_steps < 1:
             raise ArgumentError(f"Expected `num_steps` >= 1, but found {num_steps!r}")
-        gen = make_generator(seed)
+        gen = make_generator(seed, ys.device)
         self._build(ts, ys, gen)
         opt = torch.optim.Adam([p for p in self.parameters() if p.requires_grad], lr=self.lr)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, num_steps, eta_min=self.lr / 10)
@@ -294,7 +300,7 @@ class VariationalFractionalSDE(nn.Module):
         m = int(substeps)
         if m < 1:
             raise ArgumentError(f"Expected `substeps` >= 1, but found {substeps!r}")
-        xs, _, _ = self._rollout(num_samples, make_generator(seed), keep_path=True, substeps=m)
+        xs, _, _ = self._rollout(num_samples, self._generator(seed), keep_path=True, substeps=m)
         grid = torch.cat(
             [torch.linspace(float(a), float(b), m + 1, dtype=ys.dtype)[:-1]
              for a, b in zip(ts[:-1], ts[1:])] + [ts[-1:]]

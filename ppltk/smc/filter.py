@@ -100,7 +100,8 @@ def particle_filter(
         Object with ``init``, ``transition``, ``log_observation`` (a
         :class:`~ppltk.smc.StateSpaceModel`).
     ys
-        Observations ``[T, ...]``; ``ys[t]`` is passed to the model at step ``t``
+        Observations ``[T, ...]`` (or a list of per-step tensors); ``ys[t]`` is passed to the
+        model at step ``t``
         (with ``batch_shape``, ``ys[t]`` broadcasts against ``[*batch, N, ...]``).
     num_particles
         :math:`N`.
@@ -134,12 +135,12 @@ def particle_filter(
     """
     num_steps = len(ys)
     check_filter_args(num_particles, ess_threshold, num_steps)
-    generator = make_generator(seed, ys.device)
+    generator = make_generator(seed, _device(ys))
     resampler, proposal = get_resampler(resampling), proposal or bootstrap
     shape = tuple(batch_shape) + (num_particles,)
     pop, ess, lse = None, None, None
     rec = {k: [] for k in ("inc", "ess", "res", "mean", "var", "x", "logw", "anc")}
-    for t in progress_bar_range(num_steps, progress):
+    for t in _progress_range(num_steps, progress):
         pop, inc, resampled, ancestors, lse = _advance(
             pop, ssm, proposal, resampler, ess_threshold, ys, t, shape, generator, ess, lse
         )
@@ -160,7 +161,15 @@ def particle_filter(
     )
 
 
-def progress_bar_range(num_steps: int, progress: bool):
+def _device(ys) -> torch.device:
+    """Device of the observations (a tensor ``[T, ...]`` or a sequence of tensors)."""
+    if isinstance(ys, torch.Tensor):
+        return ys.device
+    first = ys[0] if len(ys) else None
+    return first.device if isinstance(first, torch.Tensor) else torch.device("cpu")
+
+
+def _progress_range(num_steps: int, progress: bool):
     """``range(num_steps)`` with a tqdm bar when asked for."""
     with progress_bar(num_steps, "particle filter", progress) as bar:
         for t in range(num_steps):
@@ -173,8 +182,8 @@ def _advance(
 ):
     """Resample (adaptively), propose, reweight; returns the new population and step info."""
     if pop is None:
-        identity = torch.arange(shape[-1], device=ys.device).expand(shape)
-        resampled = torch.zeros(shape[:-1], dtype=torch.bool, device=ys.device)
+        identity = torch.arange(shape[-1], device=generator.device).expand(shape)
+        resampled = torch.zeros(shape[:-1], dtype=torch.bool, device=generator.device)
         prev, before, evidence = None, math.log(shape[-1]), None
     else:
         prev_lse = torch.logsumexp(pop.log_weights, -1).double() if lse is None else lse

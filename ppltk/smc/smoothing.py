@@ -25,14 +25,17 @@ from ppltk.errors import ArgumentError
 from ppltk.results import Result
 from ppltk.smc.filter import FilterOutput
 from ppltk.smc.population import check_log_weights
-from ppltk.smc.resampling import multinomial
+from ppltk.smc.resampling import multinomial, multinomial_from_uniforms
 
 __all__ = ["ffbs", "conditional_smc", "particle_gibbs"]
 
 
-def _categorical(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """One index per row of ``logits [..., N]`` (inverse CDF in float64)."""
-    return multinomial(logits, generator)[..., :1].squeeze(-1) if logits.ndim else logits
+def _draw_one(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One index per row of ``logits [..., N]`` by the float64 inverse CDF."""
+    u = torch.rand(
+        logits.shape[:-1] + (1,), dtype=torch.float64, device=logits.device, generator=generator
+    )
+    return multinomial_from_uniforms(torch.softmax(logits, -1), u)[..., 0]
 
 
 def ffbs(
@@ -47,13 +50,13 @@ def ffbs(
     xs, logws = output.history["particles"], output.history["log_weights"]
     generator = make_generator(seed, logws[-1].device)
     m = num_trajectories
-    idx = multinomial(logws[-1].expand(m, -1), generator)[:, 0]
+    idx = _draw_one(logws[-1].expand(m, -1), generator)
     x = xs[-1][idx]
     path = [x]
     for t in range(len(xs) - 2, -1, -1):
         logits = logws[t][None, :] + ssm.log_transition(xs[t][None, :, :], x[:, None, :], t + 1)
         check_log_weights(logits, f"backward step t={t}")
-        idx = multinomial(logits, generator)[:, 0]
+        idx = _draw_one(logits, generator)
         x = xs[t][idx]
         path.append(x)
     return torch.stack(path[::-1], 1)
@@ -81,7 +84,7 @@ def conditional_smc(
         a = multinomial(logw, generator)
         if ancestor_sampling:
             logits = logw + ssm.log_transition(xs[-1], reference[t][None], t)
-            a[-1] = multinomial(logits[None], generator)[0, 0]
+            a[-1] = _draw_one(logits, generator)
         else:
             a[-1] = n - 1
         x = ssm.transition(xs[-1][a], t, generator)
@@ -90,7 +93,7 @@ def conditional_smc(
         ancestors.append(a)
         logw = ssm.log_observation(x, t, ys[t])
     check_log_weights(logw, f"observation t={steps - 1}")
-    k = multinomial(logw[None], generator)[0, :1]
+    k = _draw_one(logw, generator).reshape(1)
     path = [xs[-1][k]]
     for t in range(steps - 2, -1, -1):
         k = ancestors[t][k]

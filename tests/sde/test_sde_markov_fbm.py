@@ -163,3 +163,17 @@ def test_sde_markov_fbm_validates_arguments():
     m = MarkovFBM(0.3, num_processes=4)
     assert m.gammas.dtype == torch.float64 and m.omega.dtype == torch.float64
     assert m.gammas.shape == (4,) and m.omega.shape == (4,)
+
+
+def test_sde_omega_adjoint_gradient_equals_autograd_through_solve():
+    """OmegaFunction's adjoint backward equals differentiating A^{-1} b(H) by autograd."""
+    from ppltk.sde import omega_system
+
+    gammas = torch.tensor([0.3, 2.0, 12.0, 70.0], dtype=torch.float64)
+    weights = torch.tensor([1.0, -2.0, 0.5, 3.0], dtype=torch.float64)
+    for kind in ("II", "I"):
+        h = torch.tensor(0.37, dtype=torch.float64, requires_grad=True)
+        A, b = omega_system(h, gammas, 1.0, kind)
+        direct = torch.autograd.grad(weights @ torch.linalg.solve(A, b), h)[0]
+        adjoint = torch.autograd.grad(weights @ optimal_omega(h, gammas, 1.0, kind), h)[0]
+        assert float(adjoint) == pytest.approx(float(direct), rel=1e-9)

@@ -82,7 +82,7 @@ def test_sde_prior_variance_matches_markov_fbm(method):
     assert float(out.path_kl.abs().max()) == 0.0
 
 
-def test_sde_exact_steps_reproduce_ou_mean():
+def test_sde_heun_and_euler_reproduce_ou_mean():
     """Brownian case with linear drift: E X(T) = x0 e^{-T} under Heun and exact steps."""
     n = 4000
     x0 = torch.full((n, 1), 2.0, dtype=torch.float64)
@@ -108,3 +108,50 @@ def test_sde_solver_guards():
         sdeint_fractional(sde, x0, ts, dt=0.001, method="euler", dW=torch.zeros(3, 2, 1))
     out = sdeint_fractional(sde, x0, ts, dt=0.1, method="exact", seed=0)
     assert out.xs.shape == (3, 2, 1) and out.ys.shape == (3, 2, 1, 3)
+
+
+class _TorchsdeAugmented(torch.nn.Module):
+    """The MA-fBM augmented state (X, Y) written for torchsde with general noise."""
+
+    noise_type, sde_type = "general", "ito"
+
+    def __init__(self, sde: FractionalSDE, d: int) -> None:
+        super().__init__()
+        self.d, self.g_, self.w = d, sde.gammas, sde.omega().detach()
+
+    def _drift(self, t, z, controlled):
+        d, K = self.d, self.g_.numel()
+        x, y = z[:, :d], z[:, d:].reshape(-1, d, K)
+        u = _control(float(t), x) if controlled else torch.zeros_like(x)
+        fx = _drift(t, x) + SIGMA * (self.w.sum() * u - (y * self.w * self.g_).sum(-1))
+        return torch.cat([fx, (-self.g_ * y + u[..., None]).flatten(1)], -1)
+
+    def f(self, t, z):
+        return self._drift(t, z, True)
+
+    def h(self, t, z):
+        return self._drift(t, z, False)
+
+    def g(self, t, z):
+        d, K = self.d, self.g_.numel()
+        eye = torch.eye(d, dtype=z.dtype)
+        gy = eye[:, None, :].expand(d, K, d).reshape(d * K, d)
+        return torch.cat([SIGMA * self.w.sum() * eye, gy], 0).expand(z.shape[0], -1, -1)
+
+
+def test_sde_fractional_euler_matches_torchsde_general_noise():
+    """MA-fBM (K=3): our Euler states and path KL equal torchsde's on the augmented system
+    with general noise and a shared Brownian path (torchsde recovers u by a pseudo-inverse)."""
+    batch, d, dt = 4, 2, 0.01
+    sde = FractionalSDE(_drift, SIGMA, hurst=0.3, num_processes=3, gamma_min=0.5, gamma_max=20.0)
+    ts = torch.linspace(0.0, 0.5, 6, dtype=torch.float64)
+    x0 = torch.randn(batch, d, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    z0 = torch.cat([x0, torch.zeros(batch, d * 3, dtype=torch.float64)], -1)
+    bm = torchsde.BrownianInterval(t0=0.0, t1=0.5, size=(batch, d), dtype=torch.float64, entropy=3)
+    peer = _TorchsdeAugmented(sde, d)
+    sol, logqp = torchsde.sdeint(peer, z0, ts, bm=bm, dt=dt, method="euler", logqp=True)
+    dW = torch.stack([bm(t, t + h) for t, h, _ in time_grid(ts, dt)])
+    out = sdeint_fractional(sde, x0, ts, dt=dt, method="euler", control=_control, dW=dW)
+    assert torch.allclose(out.xs, sol[..., :d], atol=1e-6)
+    assert torch.allclose(out.ys.flatten(2), sol[..., d:], atol=1e-6)
+    assert torch.allclose(out.path_kl, logqp.sum(0), rtol=1e-6)

@@ -137,6 +137,8 @@ def test_sde_fit_api_and_posterior_paths():
     s = float(model.obs_noise)
     at_obs = paths.mean(0)[:, ::4]
     assert float((at_obs[:, 1:] - ys[:, 1:]).abs().max()) < 4 * s
+    model.fit(ts, ys[:2], num_steps=1, seed=1, progress=False)  # refitting rebuilds the model
+    assert model.sample_posterior_paths(2)[0].shape[1] == 2
     one = VariationalFractionalSDE(num_particles=2).fit(ts, ys[0], num_steps=2, progress=False)
     assert one.sample_posterior_paths(4, substeps=1)[0].shape == (4, 1, T, 1)
     with pytest.raises(ShapeError, match="ys"):
@@ -196,3 +198,28 @@ def test_sde_demo_rows(tmp_path):
     assert rows[0]["figure"] and (tmp_path / "sde_hurst.png").exists()
     for row in rows[:-1]:
         assert abs(row["value"] - row["reference"]) < 0.1
+
+
+def test_sde_fit_type_one_and_multidimensional_series():
+    """Type I (stationary Y(0)) and a 2-d series run end to end with finite ELBOs."""
+    T = 10
+    ts = torch.linspace(0, 1, T, dtype=torch.float64)
+    ys = davies_harte(0.6, T - 1, 4, seed=6).reshape(2, 2, T).transpose(1, 2)  # [2, T, 2]
+    model = VariationalFractionalSDE(kind="I", num_particles=2).fit(
+        ts, ys, num_steps=3, progress=False
+    )
+    assert all(math.isfinite(e) for e in model.elbo_history) and 0 < model.hurst < 1
+    assert model.sample_posterior_paths(3, substeps=2)[0].shape == (3, 2, 2 * (T - 1) + 1, 2)
+    assert 0 < fit_hurst(ts, ys[0], num_steps=2, num_particles=1) < 1
+
+
+def test_sde_fit_is_reproducible_from_seed():
+    T = 10
+    ts = torch.linspace(0, 1, T, dtype=torch.float64)
+    ys = davies_harte(0.4, T - 1, 2, seed=8)[..., None]
+    runs = [
+        VariationalFractionalSDE(num_particles=2).fit(ts, ys, num_steps=3, seed=s, progress=False)
+        for s in (5, 5, 6)
+    ]
+    assert runs[0].elbo_history == runs[1].elbo_history and runs[0].hurst == runs[1].hurst
+    assert runs[0].elbo_history != runs[2].elbo_history

@@ -161,3 +161,17 @@ def test_smc_particle_filter_on_cuda():
     cpu = LinearGaussianSSM(*(t.cpu() for t in (ssm.A, ssm.C, ssm.Q, ssm.R, ssm.m0, ssm.P0)))
     ref = particle_filter(cpu, ys.cpu(), 10_000, seed=0).log_evidence
     assert abs(float(out.log_evidence) - float(ref)) < 0.1  # both ~ exact at N = 1e4
+
+
+def test_smc_degenerate_error_names_batch_row_and_list_observations():
+    from ppltk.errors import DegenerateWeightsError
+
+    eye = torch.eye(1, dtype=D)
+    ssm = LinearGaussianSSM(eye, eye, eye, eye, torch.zeros(1, dtype=D), eye)
+    ys = torch.zeros(4, 2, 1, dtype=D)  # per-row observations for a batch of 2 filters
+    ys[2, 1] = float("nan")
+    with pytest.raises(DegenerateWeightsError, match=r"observation t=2.*batch row \(1,\)"):
+        particle_filter(ssm, ys[:, :, None, :], 20, batch_shape=(2,))
+    # observations may be a list of per-step tensors
+    out = particle_filter(ssm, [torch.zeros(1, dtype=D)] * 3, 20)
+    assert out.means.shape == (3, 1)
