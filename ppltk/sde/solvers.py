@@ -33,6 +33,7 @@ from torch import nn
 from ppltk._rng import make_generator
 from ppltk.errors import ArgumentError, ShapeError
 from ppltk.sde.markov_fbm import (
+    _check_options,
     _psd_sqrt,
     geometric_gammas,
     optimal_omega,
@@ -44,7 +45,8 @@ __all__ = ["FractionalSDE", "SolveOutput", "sdeint_fractional", "time_grid"]
 _METHODS = ("euler", "heun", "exact")
 
 
-def _as_callable(fn, name: str) -> Callable:
+def _as_callable(fn) -> Callable:
+    """``fn`` itself, or a constant ``(t, x) -> fn`` cast to ``x``'s dtype and device."""
     if callable(fn):
         return fn
     value = torch.as_tensor(fn)
@@ -84,10 +86,11 @@ class FractionalSDE(nn.Module):
         super().__init__()
         if not 0 < float(hurst) < 1:
             raise ArgumentError(f"Expected `hurst` in (0, 1), but found {hurst!r}")
+        _check_options(kind, normalisation)
         self.drift = drift if isinstance(drift, nn.Module) else None
-        self._drift = _as_callable(drift, "drift")
+        self._drift = _as_callable(drift)
         self.diffusion = diffusion if isinstance(diffusion, nn.Module) else None
-        self._diffusion = _as_callable(diffusion, "diffusion")
+        self._diffusion = _as_callable(diffusion)
         self.kind, self.normalisation, self.horizon = kind, normalisation, float(horizon)
         self.brownian = bool(brownian)
         if brownian:

@@ -223,3 +223,17 @@ def test_sde_fit_is_reproducible_from_seed():
     ]
     assert runs[0].elbo_history == runs[1].elbo_history and runs[0].hurst == runs[1].hurst
     assert runs[0].elbo_history != runs[2].elbo_history
+
+
+@pytest.mark.cuda
+def test_sde_fit_and_latent_model_on_cuda():
+    T = 10
+    ts = torch.linspace(0, 1, T, dtype=torch.float64, device="cuda")
+    ys = davies_harte(0.4, T - 1, 2, seed=8)[..., None].cuda()
+    model = VariationalFractionalSDE(num_particles=2).fit(ts, ys, num_steps=2, progress=False)
+    assert 0 < model.hurst < 1
+    paths, _ = model.sample_posterior_paths(2)
+    assert paths.device.type == "cuda"
+    latent = LatentFractionalSDE(obs_dim=1, latent_dim=2, num_processes=2, gamma_max=10.0).cuda()
+    latent.fit(ts.float(), ys.float(), num_steps=2, dt=0.05, progress=False)
+    assert math.isfinite(latent.elbo_history[-1])
