@@ -91,7 +91,10 @@ class Result:
         """Return an :class:`arviz.InferenceData` with posterior, sample_stats, observed_data."""
         import arviz as az
 
-        attrs = {"method": self.method, **{k: v for k, v in self.attrs.items() if _scalar(v)}}
+        attrs = {"method": self.method}
+        for key, value in self.attrs.items():
+            if _scalar(value):  # netCDF attributes cannot be booleans
+                attrs[key] = int(value) if isinstance(value, (bool, np.bool_)) else value
         if self.log_evidence is not None:
             attrs["log_evidence"] = self.log_evidence
         idata = az.from_dict(
@@ -111,7 +114,13 @@ class Result:
     def save(self, path: str | Path) -> Path:
         """Write the result to netCDF (through ArviZ); :meth:`load` reads it back."""
         path = Path(path)
-        self.to_arviz().to_netcdf(str(path), engine="h5netcdf")
+        idata = self.to_arviz()
+        for group in idata.groups():
+            dataset = idata[group]
+            for name in list(dataset.data_vars):
+                if dataset[name].dtype == bool:  # netCDF has no boolean type
+                    dataset[name] = dataset[name].astype("int8").assign_attrs(ppltk_bool=1)
+        idata.to_netcdf(str(path), engine="h5netcdf")
         return path
 
     @classmethod
@@ -122,13 +131,9 @@ class Result:
         idata = az.from_netcdf(str(path), engine="h5netcdf")
         post = idata.posterior
         attrs = dict(post.attrs)
-        draws = {k: post[k].values for k in post.data_vars}
-        stats = {}
-        if "sample_stats" in idata.groups():
-            stats = {k: idata.sample_stats[k].values for k in idata.sample_stats.data_vars}
-        observed = {}
-        if "observed_data" in idata.groups():
-            observed = {k: idata.observed_data[k].values for k in idata.observed_data.data_vars}
+        draws = _arrays(post)
+        stats = _arrays(idata.sample_stats) if "sample_stats" in idata.groups() else {}
+        observed = _arrays(idata.observed_data) if "observed_data" in idata.groups() else {}
         log_evidence = attrs.pop("log_evidence", None)
         method = str(attrs.pop("method", ""))
         for key in (
@@ -149,5 +154,15 @@ class Result:
         )
 
 
+def _arrays(dataset) -> dict[str, np.ndarray]:
+    """Arrays of a dataset, with booleans stored as int8 by :meth:`Result.save` restored."""
+    return {
+        k: dataset[k].values.astype(bool)
+        if dataset[k].attrs.get("ppltk_bool")
+        else dataset[k].values
+        for k in dataset.data_vars
+    }
+
+
 def _scalar(value: Any) -> bool:
-    return isinstance(value, (int, float, str, bool, np.integer, np.floating))
+    return isinstance(value, (int, float, str, bool, np.bool_, np.integer, np.floating))

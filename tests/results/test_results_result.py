@@ -9,7 +9,7 @@ from ppltk.errors import ArgumentError, ShapeError
 def make_result(**kwargs):
     rng = np.random.default_rng(0)
     draws = {"mu": rng.normal(size=(2, 50)), "theta": torch.randn(2, 50, 3)}
-    stats = {"lp": rng.normal(size=(2, 50)), "diverging": np.zeros((2, 50), dtype=bool)}
+    stats = {"lp": rng.normal(size=(2, 50)), "diverging": np.arange(100).reshape(2, 50) % 7 == 0}
     return Result(draws, stats, observed_data={"y": np.arange(3.0)}, method="test", **kwargs)
 
 
@@ -31,10 +31,11 @@ def test_to_arviz_groups_and_summary():
 
 
 def test_save_load_roundtrip(tmp_path):
-    result = make_result(log_evidence=-1.25, attrs={"seed": 3, "divergences": 0})
+    result = make_result(log_evidence=-1.25, attrs={"seed": 3, "divergences": 0, "dense": True})
     loaded = Result.load(result.save(tmp_path / "r.nc"))
     np.testing.assert_array_equal(loaded["theta"], result["theta"])
     np.testing.assert_array_equal(loaded.stats["lp"], result.stats["lp"])
+    assert loaded.stats["diverging"].dtype == bool
     np.testing.assert_array_equal(loaded.observed_data["y"], np.arange(3.0))
     assert loaded.log_evidence == -1.25 and loaded.method == "test"
     assert int(loaded.attrs["seed"]) == 3
