@@ -65,7 +65,7 @@ def run_demo(fast: bool, outdir: Path) -> list[dict]:
             tasks,
         ),
     }
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4), layout="constrained")
     for ax, (name, run) in zip(axes, runs.items()):
         plot_accuracy_matrix(run.accuracy, ax=ax, title=name)
     path = outdir / "continual_accuracy_matrices.png"

@@ -17,7 +17,7 @@ import pyro.distributions.transforms as T
 import torch
 
 from ppltk._rng import child_seed, make_generator, pyro_seed
-from ppltk.errors import ArgumentError, ShapeError
+from ppltk.errors import ArgumentError, NotPositiveDefiniteError, ShapeError
 
 __all__ = ["FittedDensity", "fit_gaussian", "fit_gmm", "fit_flow", "fit_density"]
 
@@ -101,12 +101,29 @@ def fit_gaussian(
     :math:`\hat\Sigma = (1-\alpha) S + \alpha\,\bar s I` with the sample covariance :math:`S`,
     :math:`\bar s = \operatorname{tr} S / D` and Ledoit-Wolf's :math:`\alpha` (or a given one);
     with :math:`N \gg D`, :math:`\alpha \to 0` and the fit is the maximum-likelihood Gaussian.
+
+    Parameters
+    ----------
+    samples
+        ``[N, D]`` draws (e.g. pooled HMC chains).
+    heldout_fraction
+        Fraction of the draws (chosen at random) held out to score the fit.
+    shrinkage
+        ``"ledoit-wolf"``, a fixed :math:`\alpha \in [0, 1]`, or ``None`` (no shrinkage).
+    seed
+        Seed or generator of the held-out split.
     """
     _check_samples(samples, heldout_fraction)
     gen = make_generator(seed)
     train, heldout = _split(samples, heldout_fraction, gen)
     mean, cov = _gaussian_params(train, shrinkage)
-    d = dist.MultivariateNormal(mean.to(samples.dtype), covariance_matrix=cov.to(samples.dtype))
+    scale_tril, info = torch.linalg.cholesky_ex(cov)
+    if int(info) != 0:
+        raise NotPositiveDefiniteError(
+            f"Expected a positive-definite sample covariance [{cov.shape[0]}, {cov.shape[1]}], "
+            f"but found a singular one from {train.shape[0]} draws; use shrinkage='ledoit-wolf'"
+        )
+    d = dist.MultivariateNormal(mean.to(samples.dtype), scale_tril=scale_tril.to(samples.dtype))
     return FittedDensity(d, _heldout(d, heldout), "gaussian", {"mean": mean, "cov": cov})
 
 
@@ -120,8 +137,22 @@ def fit_gmm(
     r"""Gaussian mixture :math:`\sum_k \pi_k \mathcal N(\mu_k, \Sigma_k)`, K by held-out likelihood.
 
     Mixtures with :math:`K = 1, \dots, K_\max` full-covariance components are fitted by EM
-    (scikit-learn's ``GaussianMixture``) on the training part; the K with the largest held-out
-    mean log-likelihood is kept and converted to ``pyro.distributions.MixtureSameFamily``.
+    (scikit-learn's ``GaussianMixture``) on the training part and scored on the held-out part;
+    the smallest K within one standard error of the best held-out mean log-likelihood is kept
+    (the one-standard-error rule) and converted to ``pyro.distributions.MixtureSameFamily``.
+
+    Parameters
+    ----------
+    samples
+        ``[N, D]`` draws.
+    max_components
+        Largest K tried.
+    heldout_fraction
+        Fraction of the draws held out to choose K and score the fit.
+    reg_covar
+        Ridge added to every component covariance (needed when :math:`N \lesssim D`).
+    seed
+        Seed or generator (split and EM initialisation).
     """
     from sklearn.mixture import GaussianMixture
 
@@ -203,6 +234,22 @@ def fit_flow(
     :math:`\log q(\theta) = \log \mathcal N(f(u); 0, I) + \log|\det J_f(u)| - \sum \log\hat\sigma`,
     :math:`u = (\theta - \hat\mu)/\hat\sigma` (the coordinate order is reversed between
     layers; permutations have unit Jacobian). The final parameters are frozen.
+
+    Parameters
+    ----------
+    samples
+        ``[N, D]`` draws.
+    flow
+        ``"affine"`` (masked affine autoregressive) or ``"spline"`` (rational-quadratic).
+    num_layers, hidden_dims
+        Autoregressive layers and the hidden sizes of each layer's MADE network
+        (default ``[2 D + 8]``).
+    num_steps, lr
+        Full-batch Adam steps on the training draws and learning rate.
+    heldout_fraction
+        Fraction of the draws held out to score the fit.
+    seed
+        Seed or generator (split and network initialisation).
     """
     _check_samples(samples, heldout_fraction)
     if flow not in ("affine", "spline"):

@@ -39,6 +39,8 @@ class ContinualRun:
         ``[T, T]`` matrix, ``accuracy[i, j]`` after task ``i`` on task ``j`` (NaN for j > i).
     predictions
         ``predictions[i][j]``: predicted labels ``[n_j]`` on task ``j`` after task ``i``.
+    probabilities
+        ``probabilities[i][j]``: ``predict_proba`` output ``[n_j, K_i]`` (for other settings).
     train_seconds
         Wall time of each ``observe``.
     """
@@ -47,7 +49,23 @@ class ContinualRun:
     setting: str
     predictions: list[list[torch.Tensor]]
     train_seconds: list[float]
+    probabilities: list[list[torch.Tensor]] = field(repr=False, default_factory=list)
     learner: object = field(repr=False, default=None)
+    tasks: Sequence = field(repr=False, default=())
+
+    def accuracy_in(self, setting: str) -> np.ndarray:
+        """The accuracy matrix re-scored in another setting from the stored probabilities.
+
+        The learner was trained once; only the evaluation rule changes (e.g. the
+        task-incremental matrix of a run made in the class-incremental setting).
+        """
+        setting = _check_setting(setting)
+        acc = np.full_like(self.accuracy, np.nan)
+        for i, row in enumerate(self.probabilities):
+            for j, proba in enumerate(row):
+                pred = _decide(proba, self.tasks[j][1], setting)
+                acc[i, j] = float((pred == self.tasks[j][3].to(pred.device)).double().mean())
+        return acc
 
     @property
     def average_accuracy(self) -> float:
@@ -73,10 +91,18 @@ class ContinualRun:
         }
 
 
-def _predict(learner, X: torch.Tensor, classes: torch.Tensor | None) -> torch.Tensor:
-    proba = learner.predict_proba(X)
-    if classes is None:
+def _check_setting(setting: str) -> str:
+    setting = _ALIASES.get(setting, setting)
+    if setting not in SETTINGS:
+        raise ArgumentError(f"Expected `setting` in {SETTINGS}, but found {setting!r}")
+    return setting
+
+
+def _decide(proba: torch.Tensor, y_train: torch.Tensor, setting: str) -> torch.Tensor:
+    """Class-incremental: argmax over all seen classes; task-incremental: over the task's."""
+    if setting == "class_incremental":
         return proba.argmax(-1)
+    classes = y_train.to(proba.device).unique()
     classes = classes[classes < proba.shape[-1]]
     return classes[proba[:, classes].argmax(-1)]
 
@@ -98,27 +124,23 @@ def run_continual(
     setting
         ``"class_incremental"`` (or ``"class"``) or ``"task_incremental"`` (or ``"task"``).
     """
-    setting = _ALIASES.get(setting, setting)
-    if setting not in SETTINGS:
-        raise ArgumentError(f"Expected `setting` in {SETTINGS}, but found {setting!r}")
+    setting = _check_setting(setting)
     if len(tasks) == 0:
         raise ArgumentError("Expected at least one task in `tasks`, but found none")
     learner = learner_factory()
     T = len(tasks)
     acc = np.full((T, T), np.nan)
-    predictions, seconds = [], []
+    predictions, probabilities, seconds = [], [], []
     bar = progress_bar(T, "tasks", progress)
     for i, (X, y, _, _) in enumerate(tasks):
         start = time.perf_counter()
         learner.observe(X, y)
         seconds.append(time.perf_counter() - start)
-        row = []
-        for j, (_, y_tr, X_te, y_te) in enumerate(tasks[: i + 1]):
-            classes = y_tr.unique() if setting == "task_incremental" else None
-            pred = _predict(learner, X_te, classes)
-            row.append(pred)
-            acc[i, j] = float((pred == y_te).double().mean())
+        probabilities.append([learner.predict_proba(X_te) for _, _, X_te, _ in tasks[: i + 1]])
+        row = [_decide(p, tasks[j][1], setting) for j, p in enumerate(probabilities[-1])]
+        for j, pred in enumerate(row):
+            acc[i, j] = float((pred == tasks[j][3].to(pred.device)).double().mean())
         predictions.append(row)
         bar.update(1)
     bar.close()
-    return ContinualRun(acc, setting, predictions, seconds, learner)
+    return ContinualRun(acc, setting, predictions, seconds, probabilities, learner, list(tasks))

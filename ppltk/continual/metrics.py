@@ -8,6 +8,11 @@ r"""Continual-learning metrics on the accuracy matrix (Avalanche's definitions).
   after learning the task minus final accuracy), averaged over :math:`j < T-1`;
 * backward transfer :math:`\mathrm{BWT} = \frac1{T-1} \sum_{j<T-1} (R_{T-1,j} - R_{jj})`
   (Lopez-Paz & Ranzato, 2017), i.e. minus the average forgetting.
+
+>>> import numpy as np
+>>> R = np.array([[0.9, np.nan], [0.6, 0.8]])
+>>> round(average_accuracy(R), 6), np.round(forgetting(R), 6), round(backward_transfer(R), 6)
+(0.7, array([0.3]), -0.3)
 """
 
 from __future__ import annotations

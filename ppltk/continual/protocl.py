@@ -66,23 +66,6 @@ def prior_state(
     )
 
 
-def grow(
-    state: PrototypeState, num_classes: int, prior_var: float, alpha0: float
-) -> PrototypeState:
-    """Append prior rows for classes ``len(state.var) .. num_classes - 1``."""
-    extra = num_classes - state.var.shape[0]
-    if extra <= 0:
-        return state
-    new = prior_state(
-        extra, state.mean.shape[1], prior_var, alpha0, state.mean.dtype, state.mean.device
-    )
-    return PrototypeState(
-        torch.cat([state.mean, new.mean]),
-        torch.cat([state.var, new.var]),
-        torch.cat([state.alpha, new.alpha]),
-    )
-
-
 def conjugate_update(
     state: PrototypeState, z: torch.Tensor, y: torch.Tensor, noise_var: float | torch.Tensor
 ) -> PrototypeState:

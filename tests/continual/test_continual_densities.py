@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ppltk.continual import fit_density, fit_flow, fit_gaussian, fit_gmm
-from ppltk.errors import ArgumentError, ShapeError
+from ppltk.errors import ArgumentError, NotPositiveDefiniteError, ShapeError
 
 N = 3000
 HELDOUT = 0.2
@@ -94,10 +94,17 @@ def test_flow_fits_mixture_better_than_gaussian():
     assert abs(expected - flow.heldout_loglik) < tol
 
 
-@pytest.mark.parametrize("kind", ["gaussian", "gmm", "flow"])
-def test_fitted_density_is_a_differentiable_prior(kind):
+@pytest.mark.parametrize(
+    "kind, kw",
+    [
+        ("gaussian", {}),
+        ("gmm", {}),
+        ("flow", {"num_steps": 20}),
+        ("flow", {"num_steps": 20, "flow": "spline"}),
+    ],
+)
+def test_fitted_density_is_a_differentiable_prior(kind, kw):
     truth = _gaussian_truth()
-    kw = {"num_steps": 20} if kind == "flow" else {}
     fit = fit_density(_samples(truth, n=400), kind, seed=0, **kw)
     q = fit.distribution
     assert q.event_shape == (3,)
@@ -120,5 +127,7 @@ def test_density_errors():
         fit_gaussian(torch.full((10, 2), float("nan")))
     with pytest.raises(ArgumentError, match="density"):
         fit_density(torch.zeros(10, 2), "kde")
+    with pytest.raises(NotPositiveDefiniteError, match="covariance"):
+        fit_gaussian(torch.ones(10, 3, dtype=torch.float64), shrinkage=None)
     with pytest.raises(ArgumentError, match="heldout_fraction"):
         fit_gmm(torch.randn(10, 2), heldout_fraction=1.5)

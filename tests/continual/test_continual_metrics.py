@@ -60,10 +60,13 @@ def test_harness_settings():
     np.testing.assert_allclose(cls.accuracy[-1], [0.0, 0.0, 0.5])
     assert np.isnan(cls.accuracy[0, 1])
     task = run_continual(_Fixed, tasks, setting="task")
-    # restricted to task j's classes: task 0 -> class 0 (second choice), others -> class 2j+1?
-    # class 2j+1 has prob 0 unless it is the newest, so task 1 picks class 2 (first of its pair)
+    # restricted to task j's classes {2j, 2j+1}: task 0 -> class 0 (p = 0.5 > 0), task 1 ->
+    # class 2 (a tie at p = 0: the first), task 2 -> class 5 (the newest); each is half right
     np.testing.assert_allclose(task.accuracy[-1], [0.5, 0.5, 0.5])
     assert task.summary()["setting"] == "task_incremental"
+    # re-scoring the class-incremental run gives the task-incremental matrix, and back
+    np.testing.assert_array_equal(cls.accuracy_in("task"), task.accuracy)
+    np.testing.assert_array_equal(task.accuracy_in("class_incremental"), cls.accuracy)
     with pytest.raises(ArgumentError, match="setting"):
         run_continual(_Fixed, tasks, setting="domain")
 
