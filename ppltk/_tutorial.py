@@ -24,11 +24,11 @@ def save_figure(fig, name: str) -> Path:
 
     path = figure_dir() / f"{name}.png"
     fig.savefig(path, dpi=110, bbox_inches="tight")
-    if _in_notebook():  # the docs build executes tutorials as notebooks: show the figure there
-        from IPython.display import display
-
-        display(fig)
     plt.close(fig)
+    if _in_notebook():  # the docs build executes tutorials as notebooks: show the figure there
+        from IPython.display import Image, display
+
+        display(Image(filename=str(path)))
     return path
 
 
@@ -38,4 +38,4 @@ def _in_notebook() -> bool:
     except ImportError:
         return False
     shell = get_ipython()
-    return shell is not None and "Kernel" in type(shell).__name__
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"

@@ -27,6 +27,7 @@ def sample(
     checkpoint: str | os.PathLike | None = None,
     target_accept: float | None = None,
     dense_mass: bool = False,
+    backend: str = "auto",
     **model_kwargs,
 ):
     """Draw posterior samples of a Pyro model with ``num_chains`` chains run as one batch.
@@ -53,6 +54,10 @@ def sample(
         Path written periodically; an existing checkpoint is resumed.
     target_accept, dense_mass
         Warm-up options (see :func:`ppltk.mcmc.sample_flat`).
+    backend
+        How the model is evaluated (see :class:`ppltk.model.ModelBridge`): ``"auto"``/``"fx"``
+        replay its captured tensor graph, ``"inductor"`` compiles it (fastest for long runs),
+        ``"eager"`` re-runs the model's Python code at every step.
 
     Returns
     -------
@@ -73,7 +78,7 @@ def sample(
     if not isinstance(num_chains, int) or isinstance(num_chains, bool) or num_chains < 1:
         raise ArgumentError(f"Expected `num_chains` to be a positive int, but found {num_chains!r}")
     kernel = make_kernel(kernel)
-    bridge = ModelBridge(model, model_args, model_kwargs)
+    bridge = ModelBridge(model, model_args, model_kwargs, backend=backend)
     dev = torch.device(device) if device is not None else bridge.device
     gen = make_generator(seed, dev)
     init = bridge.initial_points(num_chains, gen).to(dev)

@@ -78,7 +78,9 @@ class Gibbs(Kernel):
         return init_state(position, logdensity_and_grad)
 
     def default_params(self, position: torch.Tensor, dense: bool = False) -> list[Params]:
-        return [k.default_params(position[:, ix], dense) for ix, k in zip(self.indices, self.kernels)]
+        return [
+            k.default_params(position[:, ix], dense) for ix, k in zip(self.indices, self.kernels)
+        ]
 
     def blocks(self, dim: int) -> list[torch.Tensor]:
         return self.indices

@@ -44,7 +44,9 @@ class HMC(Kernel):
 
     def __init__(self, num_steps: int = 10, jitter: float = 0.0, max_delta_energy: float = 1000.0):
         if not isinstance(num_steps, int) or num_steps < 1:
-            raise ArgumentError(f"Expected `num_steps` to be a positive int, but found {num_steps!r}")
+            raise ArgumentError(
+                f"Expected `num_steps` to be a positive int, but found {num_steps!r}"
+            )
         if not 0.0 <= jitter < 1.0:
             raise ArgumentError(f"Expected `jitter` in [0, 1), but found {jitter!r}")
         self.num_steps = num_steps

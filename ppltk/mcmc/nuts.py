@@ -76,8 +76,8 @@ class _Tree:
         self.h0 = h0
         self.active = torch.ones(chains, dtype=torch.bool, device=p.device)
         self.depth = torch.zeros(chains, dtype=torch.long, device=p.device)
-        self.n_steps = torch.zeros(chains, dtype=torch.long, device=p.device)
-        self.sum_accept = zeros
+        self.leaf_neg_delta: list[torch.Tensor] = []  # -(H_i - H_0) of every leaf
+        self.leaf_active: list[torch.Tensor] = []  # whether the chain built that leaf
         self.diverging = torch.zeros(chains, dtype=torch.bool, device=p.device)
 
 
@@ -113,9 +113,7 @@ class NUTS(Kernel):
                 f"Expected `max_tree_depth` to be a positive int, but found {max_tree_depth!r}"
             )
         if not max_delta_energy > 0:
-            raise ArgumentError(
-                f"Expected `max_delta_energy` > 0, but found {max_delta_energy!r}"
-            )
+            raise ArgumentError(f"Expected `max_delta_energy` > 0, but found {max_delta_energy!r}")
         self.max_tree_depth = max_tree_depth
         self.max_delta_energy = float(max_delta_energy)
 
@@ -144,12 +142,15 @@ class NUTS(Kernel):
             if not bool(tree.active.any()):
                 break
             self._double(tree, depth, logdensity_and_grad, params, generator)
+        built = torch.stack(tree.leaf_active)
+        n_steps = built.sum(0)
+        accept = (torch.stack(tree.leaf_neg_delta).clamp(max=0).exp() * built).sum(0)
         info = {
             "lp": tree.proposal.lp,
-            "accept_prob": tree.sum_accept / tree.n_steps.clamp(min=1).to(h0.dtype),
+            "accept_prob": accept / n_steps.clamp(min=1).to(h0.dtype),
             "step_size": params.step_size,
             "tree_depth": tree.depth,
-            "n_steps": tree.n_steps,
+            "n_steps": n_steps,
             "diverging": tree.diverging,
             "energy": h0,
         }
@@ -159,19 +160,24 @@ class NUTS(Kernel):
         """Extend every active chain's tree by a subtree of ``2**depth`` leaves, merge it
         (biased progressive sampling) and update the tree-level U-turn flag."""
         start_active = tree.active
-        forward = torch.rand(tree.h0.shape, generator=gen, dtype=tree.h0.dtype,
-                             device=tree.h0.device) < 0.5  # fmt: skip
+        forward = (
+            torch.rand(tree.h0.shape, generator=gen, dtype=tree.h0.dtype, device=tree.h0.device)
+            < 0.5
+        )
         start = tree.right.select(forward, tree.left)
         eps = torch.where(forward, params.step_size, -params.step_size)
-        edge, sub_prop, sub_logw, sub_rho, ok = self._subtree(tree, start, eps, depth, ld, params,
-                                                              gen)  # fmt: skip
+        edge, sub_prop, sub_logw, sub_rho, ok = self._subtree(
+            tree, start, eps, depth, ld, params, gen
+        )
         # biased progressive sampling between the old tree and the new subtree
-        log_u = torch.log(torch.rand(tree.h0.shape, generator=gen, dtype=tree.h0.dtype,
-                                     device=tree.h0.device))  # fmt: skip
+        log_u = torch.log(
+            torch.rand(tree.h0.shape, generator=gen, dtype=tree.h0.dtype, device=tree.h0.device)
+        )
         take = ok & (log_u < sub_logw - tree.log_weight)
         tree.proposal = sub_prop.select(take, tree.proposal)
-        tree.log_weight = torch.where(ok, torch.logaddexp(tree.log_weight, sub_logw),
-                                      tree.log_weight)  # fmt: skip
+        tree.log_weight = torch.where(
+            ok, torch.logaddexp(tree.log_weight, sub_logw), tree.log_weight
+        )
         tree.rho = where(ok, tree.rho + sub_rho, tree.rho)
         tree.right = edge.select(ok & forward, tree.right)
         tree.left = edge.select(ok & ~forward, tree.left)
@@ -190,8 +196,9 @@ class NUTS(Kernel):
         prop = start.state
         logw = torch.full_like(tree.h0, -math.inf)
         rho = torch.zeros_like(start.p)
-        log_u = torch.rand((2**depth,) + eps.shape, generator=gen, dtype=eps.dtype,
-                           device=eps.device).log()  # fmt: skip
+        log_u = torch.rand(
+            (2**depth,) + eps.shape, generator=gen, dtype=eps.dtype, device=eps.device
+        ).log()
         ckpt_sharp: dict[int, torch.Tensor] = {}
         ckpt_rho: dict[int, torch.Tensor] = {}
         for leaf in range(2**depth):
@@ -201,11 +208,14 @@ class NUTS(Kernel):
             new_state, p_new = leapfrog(cur.state, cur.p, eps * ok, minv, ld)
             sharp = velocity(p_new, minv)
             # minus the energy error, -(H - H0); NaN counts as +inf energy (divergent)
-            neg_delta = tree.h0 + new_state.lp - 0.5 * torch.linalg.vecdot(p_new, sharp)
-            neg_delta = torch.nan_to_num(neg_delta, nan=-math.inf, posinf=math.inf,
-                                         neginf=-math.inf)  # fmt: skip
-            tree.n_steps = tree.n_steps + ok
-            tree.sum_accept = tree.sum_accept + neg_delta.clamp(max=0).exp() * ok
+            neg_delta = torch.add(
+                tree.h0 + new_state.lp, torch.linalg.vecdot(p_new, sharp), alpha=-0.5
+            )
+            neg_delta = torch.nan_to_num(
+                neg_delta, nan=-math.inf, posinf=math.inf, neginf=-math.inf
+            )
+            tree.leaf_active.append(ok)
+            tree.leaf_neg_delta.append(neg_delta)
             diverged = ok & (neg_delta < -self.max_delta_energy)
             if bool(diverged.any()):
                 tree.diverging = tree.diverging | diverged
@@ -215,7 +225,13 @@ class NUTS(Kernel):
                 sharp = where(diverged, cur.p_sharp, sharp)
             # progressive multinomial sampling within the subtree
             new_logw = torch.logaddexp(logw, neg_delta)
-            prop = new_state.select(ok & (log_u[leaf] < neg_delta - new_logw), prop)
+            take = ok & (log_u[leaf] < neg_delta - new_logw)
+            take_col = take.unsqueeze(-1)
+            prop = MCMCState(
+                torch.where(take_col, new_state.position, prop.position),
+                torch.where(take, new_state.lp, prop.lp),
+                torch.where(take_col, new_state.grad, prop.grad),
+            )
             logw = torch.where(ok, new_logw, logw)
             # U-turn checks on every power-of-two block of leaves ending at this leaf
             for k in range(1, depth + 1):
@@ -224,6 +240,8 @@ class NUTS(Kernel):
             rho = rho + p_new
             for k in range(1, depth + 1):
                 if (leaf + 1) % (2**k) == 0:
-                    ok = ok & ~_turning(ckpt_sharp[k], sharp, rho - ckpt_rho[k])
+                    block_rho = rho - ckpt_rho[k]
+                    ok = ok & (torch.linalg.vecdot(ckpt_sharp[k], block_rho) > 0)
+                    ok = ok & (torch.linalg.vecdot(sharp, block_rho) > 0)
             cur = _Edge(new_state, p_new, sharp)
         return cur, prop, logw, rho, ok

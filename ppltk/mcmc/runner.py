@@ -216,7 +216,7 @@ def sample_flat(
         state = kernel.init(init_position, logdensity_and_grad)
     if params is None:
         params = kernel.default_params(init_position, dense_mass)
-        if num_warmup > 0 and adapt_step_size and not resume:
+        if adapt_step_size and not resume:
             params = kernel.tune_step_size(state, logdensity_and_grad, params, gen)
     dim = init_position.shape[-1]
     for ix, block in zip(kernel.blocks(dim), kernel.param_blocks(params)):

@@ -43,7 +43,7 @@ def test_dual_averaging_finds_step_size_of_a_known_acceptance_curve():
     # eps* = sqrt(-log 0.8); dual averaging's averaged iterate must approach it.
     da = DualAveraging.start(torch.tensor([0.01, 5.0], dtype=DTYPE), target=0.8)
     for _ in range(2000):
-        da.update(torch.exp(-da.log_eps.exp() ** 2))
+        da.update(torch.exp(-(da.log_eps.exp() ** 2)))
     target = torch.tensor(math.sqrt(-math.log(0.8)), dtype=DTYPE)
     assert torch.allclose(da.log_eps_bar.exp(), target.expand(2), rtol=0.05)
 
@@ -59,9 +59,16 @@ def test_warmup_tracks_target_acceptance_and_adapts_metric():
     ld = gaussian_logdensity(torch.zeros(6, dtype=DTYPE), torch.diag(scales**2))
     accepts = []
     for target in (0.6, 0.9):
-        out = sample_flat(ld, torch.zeros(4, 6, dtype=DTYPE), NUTS(max_tree_depth=7),
-                          num_warmup=300, num_samples=300, seed=1, target_accept=target,
-                          progress=False)  # fmt: skip
+        out = sample_flat(
+            ld,
+            torch.zeros(4, 6, dtype=DTYPE),
+            NUTS(max_tree_depth=7),
+            num_warmup=300,
+            num_samples=300,
+            seed=1,
+            target_accept=target,
+            progress=False,
+        )
         accepts.append(out.stats["accept_prob"].mean().item())
         assert target - 0.05 < accepts[-1] < target + 0.15, (target, accepts[-1])
         ratio = out.params.inverse_mass / scales**2

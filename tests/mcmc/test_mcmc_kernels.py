@@ -47,7 +47,9 @@ def test_dense_momentum_has_covariance_mass():
     # covariance have SE <= sqrt(2/20000) * max|M| ~ 0.01*3, tolerance 0.15 is > 4 SE
     minv = COV.expand(20000, 3, 3)
     params = Params(torch.ones(20000, dtype=DTYPE), minv)
-    p = sample_momentum(params, torch.zeros(20000, 3, dtype=DTYPE), torch.Generator().manual_seed(0))
+    p = sample_momentum(
+        params, torch.zeros(20000, 3, dtype=DTYPE), torch.Generator().manual_seed(0)
+    )
     assert torch.allclose(torch.cov(p.T), torch.linalg.inv(COV), atol=0.15)
 
 
@@ -56,7 +58,9 @@ def _kernels():
         ("nuts", NUTS(max_tree_depth=6), False),
         ("nuts-dense", NUTS(max_tree_depth=6), True),
         ("hmc", HMC(num_steps=5, jitter=0.2), False),
+        ("hmc-dense", HMC(num_steps=4), True),
         ("mh", RandomWalkMH(), False),
+        ("mh-dense", RandomWalkMH(), True),
         ("gibbs", Gibbs([([0, 1], NUTS(max_tree_depth=5)), ([2], RandomWalkMH())]), False),
     ]
 
@@ -74,6 +78,8 @@ def test_kernel_leaves_gaussian_invariant(name, kernel, dense):
     params = kernel.default_params(start, dense)
     for block in kernel.param_blocks(params):
         block.step_size.fill_(0.6)
+        if dense:  # a non-trivial dense metric: the target's own covariance
+            block.inverse_mass = COV.expand(2000, 3, 3).clone()
     gen = torch.Generator().manual_seed(3)
     for _ in range(5):
         state, info = kernel.step(state, ld, params, gen)
@@ -133,3 +139,34 @@ def test_init_rejects_non_finite_and_bad_shapes():
         HMC(jitter=1.5)
     with pytest.raises(ArgumentError, match="disjoint"):
         Gibbs([([0, 1], NUTS()), ([1], RandomWalkMH())])
+
+
+class _Counting:
+    def __init__(self, ld):
+        self.ld, self.calls, self.rows = ld, 0, set()
+
+    def __call__(self, z):
+        self.calls += 1
+        self.rows.add(z.shape[0])
+        return self.ld(z)
+
+
+def test_nuts_makes_one_batched_call_per_leapfrog_step():
+    """One chain: calls == leapfrog steps. Many chains: every call carries all chains, and the
+    batch runs only as long as its longest trajectory needs (between the longest chain's
+    number of steps and the leaves of its deepest tree)."""
+    ld = gaussian_logdensity(MEAN, COV)
+    kernel = NUTS()
+    gen = torch.Generator().manual_seed(0)
+    single = kernel.init(_exact_draws(1, 0), ld)
+    params = default_params(single.position, step_size=0.3)
+    counting = _Counting(ld)
+    _, info = kernel.step(single, counting, params, gen)
+    assert counting.calls == info["n_steps"].item()
+    state = kernel.init(_exact_draws(16, 1), ld)
+    params = default_params(state.position, step_size=0.3)
+    for _ in range(3):
+        counting = _Counting(ld)
+        state, info = kernel.step(state, counting, params, gen)
+        assert counting.rows == {16}
+        assert info["n_steps"].max() <= counting.calls <= 2 ** info["tree_depth"].max() - 1

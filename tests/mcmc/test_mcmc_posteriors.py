@@ -51,8 +51,9 @@ def test_normal_normal_exact_posterior(kernel):
     precision = 1 / 2.0**2 + len(y) / 1.5**2
     mean = (1.0 / 2.0**2 + y.sum().item() / 1.5**2) / precision
     num = 1000 if kernel == "mh" else 400
-    res = sample(normal_normal, y, kernel=kernel, num_warmup=200, num_samples=num, seed=1,
-                 progress=False)  # fmt: skip
+    res = sample(
+        normal_normal, y, kernel=kernel, num_warmup=200, num_samples=num, seed=1, progress=False
+    )
     assert res.draws["theta"].shape == (4, num)
     assert_moments(res.draws["theta"], mean, 1 / precision, kernel)
     assert res.method == kernel
@@ -66,8 +67,15 @@ def beta_binomial(n, y):
 
 def test_beta_binomial_through_the_transform():
     # p in (0, 1) is sampled as logit(p); posterior Beta(2 + 7, 3 + 20 - 7)
-    res = sample(beta_binomial, torch.tensor(20.0), torch.tensor(7.0), num_warmup=200,
-                 num_samples=400, seed=2, progress=False)  # fmt: skip
+    res = sample(
+        beta_binomial,
+        torch.tensor(20.0),
+        torch.tensor(7.0),
+        num_warmup=200,
+        num_samples=400,
+        seed=2,
+        progress=False,
+    )
     a, b = 9.0, 16.0
     p = res.draws["p"]
     assert ((p > 0) & (p < 1)).all()
@@ -81,8 +89,9 @@ def test_bayesian_linear_regression_exact_posterior():
     # y = X w + e, e ~ N(0, s^2), w ~ N(0, I): posterior N(S X'y / s^2, S), S = (I + X'X/s^2)^-1
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(40, 3, generator=gen, dtype=DTYPE)
-    y = x @ torch.tensor([1.0, -0.5, 2.0], dtype=DTYPE) + 0.7 * torch.randn(40, generator=gen,
-                                                                             dtype=DTYPE)  # fmt: skip
+    y = x @ torch.tensor([1.0, -0.5, 2.0], dtype=DTYPE) + 0.7 * torch.randn(
+        40, generator=gen, dtype=DTYPE
+    )
     s2 = 0.7**2
     cov = torch.linalg.inv(torch.eye(3, dtype=DTYPE) + x.T @ x / s2)
     mean = cov @ x.T @ y / s2
@@ -115,8 +124,9 @@ def test_correlated_gaussian_dense_metric_helps():
     init = torch.randn(4, dim, generator=torch.Generator().manual_seed(0), dtype=DTYPE)
     outs = {}
     for dense in (False, True):
-        out = sample_flat(ld, init, num_warmup=300, num_samples=300, seed=4, dense_mass=dense,
-                          progress=False)  # fmt: skip
+        out = sample_flat(
+            ld, init, num_warmup=300, num_samples=300, seed=4, dense_mass=dense, progress=False
+        )
         if dense:
             for d in (0, 25, 49):
                 assert_moments(out.positions[..., d].numpy(), 0.0, 1.0, f"z{d}")
@@ -126,8 +136,16 @@ def test_correlated_gaussian_dense_metric_helps():
 
 def test_eight_schools_noncentered_converges_without_divergences():
     sigma, y = torch.tensor(EIGHT_SCHOOLS_SIGMA), torch.tensor(EIGHT_SCHOOLS_Y)
-    res = sample(eight_schools_noncentered, sigma, y, num_warmup=200, num_samples=200, seed=0,
-                 target_accept=0.9, progress=False)  # fmt: skip
+    res = sample(
+        eight_schools_noncentered,
+        sigma,
+        y,
+        num_warmup=200,
+        num_samples=200,
+        seed=0,
+        target_accept=0.9,
+        progress=False,
+    )
     rhat = az.rhat(res.to_arviz())
     assert max(float(rhat[v].max()) for v in rhat.data_vars) < 1.05
     assert res.attrs["num_divergences"] == 0
@@ -139,8 +157,15 @@ def test_eight_schools_noncentered_converges_without_divergences():
 
 def test_centred_funnel_reports_divergences():
     with pytest.warns(DivergenceWarning, match="divergent transitions"):
-        res = sample(funnel_centered, 5, kernel=NUTS(max_tree_depth=4), num_warmup=100,
-                     num_samples=100, seed=0, progress=False)  # fmt: skip
+        res = sample(
+            funnel_centered,
+            5,
+            kernel=NUTS(max_tree_depth=4),
+            num_warmup=100,
+            num_samples=100,
+            seed=0,
+            progress=False,
+        )
     assert res.attrs["num_divergences"] > 0
     assert res.stats["diverging"].sum() == res.attrs["num_divergences"]
 
@@ -149,7 +174,8 @@ def test_hmc_and_mh_kernels_accept_objects():
     ld = gaussian_logdensity(torch.zeros(2, dtype=DTYPE), torch.eye(2, dtype=DTYPE))
     init = torch.zeros(4, 2, dtype=DTYPE)
     for kernel in (HMC(num_steps=5, jitter=0.1), RandomWalkMH()):
-        out = sample_flat(ld, init, kernel=kernel, num_warmup=200, num_samples=1000, seed=0,
-                          progress=False)  # fmt: skip
+        out = sample_flat(
+            ld, init, kernel=kernel, num_warmup=200, num_samples=1000, seed=0, progress=False
+        )
         for d in range(2):
             assert_moments(out.positions[..., d].numpy(), 0.0, 1.0, repr(kernel))

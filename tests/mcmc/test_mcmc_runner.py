@@ -110,8 +110,9 @@ def test_gibbs_blocks_sample_the_joint():
     correlation's SE is ~(1 - 0.81)/sqrt(ESS) < 0.03 for ESS > 40, so |r - 0.9| < 0.1."""
     kernel = Gibbs([([0], NUTS(max_tree_depth=4)), ([1], "mh")])
     init = torch.zeros(4, 2, dtype=DTYPE)
-    out = sample_flat(LD, init, kernel=kernel, num_warmup=300, num_samples=1500, seed=0,
-                      progress=False)  # fmt: skip
+    out = sample_flat(
+        LD, init, kernel=kernel, num_warmup=300, num_samples=1500, seed=0, progress=False
+    )
     x = out.positions.reshape(-1, 2)
     r = torch.corrcoef(x.T)[0, 1]
     assert abs(r - 0.9) < 0.1, r
@@ -120,3 +121,36 @@ def test_gibbs_blocks_sample_the_joint():
     assert {"accept_prob_0", "accept_prob_1", "step_size_1"} <= set(out.stats)
     # the MH block adapts towards its own target (0.234), the NUTS block towards 0.8
     assert out.stats["accept_prob_0"].mean() > out.stats["accept_prob_1"].mean()
+
+
+def test_sample_on_a_model_interrupted_returns_a_partial_result():
+    import pyro
+    import pyro.distributions as dist
+
+    from ppltk.mcmc import sample
+
+    calls = {"n": 0}
+
+    def model(y):
+        calls["n"] += 1
+        if calls["n"] == 400:
+            raise KeyboardInterrupt
+        theta = pyro.sample("theta", dist.Normal(0.0, 1.0))
+        pyro.sample("y", dist.Normal(theta, 1.0), obs=y)
+
+    with pytest.warns(InterruptedWarning):
+        res = sample(
+            model,
+            torch.tensor(0.5),
+            kernel=NUTS(max_tree_depth=3),
+            backend="eager",  # the model must run at every step to raise mid-run
+            num_chains=2,
+            num_warmup=20,
+            num_samples=500,
+            seed=0,
+            progress=False,
+        )
+    assert res.attrs["interrupted"]
+    assert res.draws["theta"].shape[0] == 2
+    assert 0 < res.draws["theta"].shape[1] < 500
+    assert res.stats["lp"].shape == res.draws["theta"].shape

@@ -1,0 +1,150 @@
+# %% [markdown]
+# # Batched-chain MCMC with `ppltk.mcmc`
+#
+# `ppltk.mcmc.sample` runs NUTS (or HMC, random-walk MH, Gibbs blocks) on a Pyro model with all
+# chains advancing as **one** tensor computation: every leapfrog step makes a single batched
+# log-density + gradient call for all chains. Warm-up follows Stan: a per-chain dual-averaging
+# step size and a windowed (diagonal or dense) metric.
+#
+# This tutorial fits the eight-schools model, looks at ArviZ diagnostics (summary, trace and
+# rank plots), compares a diagonal with a dense metric on a correlated Gaussian, and shows the
+# divergence warning on Neal's funnel. Set `PPLTK_FAST=1` for a quick run.
+
+# %%
+import warnings
+
+import arviz as az
+import pyro
+import pyro.distributions as dist
+import torch
+
+from ppltk._tutorial import fast_mode, save_figure
+from ppltk.errors import DivergenceWarning
+from ppltk.mcmc import NUTS, sample, sample_flat
+from ppltk.mcmc.targets import correlated_covariance, funnel_centered, gaussian_logdensity
+
+torch.set_num_threads(1)
+FAST = fast_mode()
+WARMUP, DRAWS = (150, 150) if FAST else (1000, 1000)
+
+# %% [markdown]
+# ## A model: eight schools, non-centred
+# Each school's effect is $\theta_j = \mu + \tau \tilde\theta_j$ with
+# $\tilde\theta_j \sim \mathcal N(0, 1)$, which removes the funnel between $\tau$ and $\theta$.
+# The positive $\tau$ is sampled as $\log\tau$ by the model bridge (with its log-Jacobian).
+
+# %%
+y = torch.tensor([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
+sigma = torch.tensor([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0])
+
+
+def eight_schools(sigma, y=None):
+    mu = pyro.sample("mu", dist.Normal(0.0, 5.0))
+    tau = pyro.sample("tau", dist.HalfCauchy(5.0))
+    with pyro.plate("J", len(sigma)):
+        theta_raw = pyro.sample("theta_raw", dist.Normal(0.0, 1.0))
+        pyro.sample("y", dist.Normal(mu + tau * theta_raw, sigma), obs=y)
+
+
+result = sample(
+    eight_schools,
+    sigma,
+    y,
+    num_chains=4,
+    num_warmup=WARMUP,
+    num_samples=DRAWS,
+    seed=0,
+    target_accept=0.9,
+    progress=False,
+)
+print(result)
+print("divergences:", result.attrs["num_divergences"])
+
+# %% [markdown]
+# ## Diagnostics with ArviZ
+# `Result.to_arviz()` carries the posterior, the observed data and the sampler statistics
+# (`lp`, `accept_prob`, `step_size`, `tree_depth`, `n_steps`, `diverging`); R-hat and ESS come
+# from ArviZ.
+
+# %%
+idata = result.to_arviz()
+print(az.summary(idata, var_names=["mu", "tau"]))
+print(idata.sample_stats[["tree_depth", "accept_prob"]].mean())
+
+# %%
+axes = az.plot_trace(idata, var_names=["mu", "tau"])
+save_figure(axes.ravel()[0].figure, "mcmc_trace")
+axes = az.plot_rank(idata, var_names=["mu", "tau"])
+save_figure(axes.ravel()[0].figure, "mcmc_rank")
+
+# %% [markdown]
+# ## Diagonal or dense metric?
+# On a 50-dimensional Gaussian with equicorrelation 0.9 a diagonal metric cannot undo the
+# correlation and NUTS crawls along the long axis; a dense metric, adapted in the same windows,
+# whitens the target. Compare minimum bulk ESS per gradient evaluation.
+
+# %%
+dim = 50
+cov = correlated_covariance(dim, rho=0.9)
+cov = cov / torch.outer(cov.diagonal().sqrt(), cov.diagonal().sqrt())
+logdensity_and_grad = gaussian_logdensity(torch.zeros(dim, dtype=torch.float64), cov)
+init = torch.randn(4, dim, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+for dense in (False, True):
+    out = sample_flat(
+        logdensity_and_grad,
+        init,
+        num_warmup=max(WARMUP, 300),
+        num_samples=DRAWS,
+        seed=1,
+        dense_mass=dense,
+        progress=False,
+    )
+    x = out.positions.numpy()
+    ess = min(az.ess(x[..., d]) for d in range(dim))
+    grads = out.stats["n_steps"].sum().item()
+    print(f"dense={dense}: min ESS {ess:7.1f}, ESS per 1000 gradients {1000 * ess / grads:6.2f}")
+
+# %% [markdown]
+# ## Divergences: the centred funnel
+# Neal's funnel $v \sim \mathcal N(0, 3^2)$, $x_i \sim \mathcal N(0, e^{v})$ has a neck no single
+# step size can handle. NUTS flags the trajectories whose energy error explodes (or is NaN) as
+# divergent, counts them and warns with the count — a signal to reparameterise.
+
+# %%
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always", DivergenceWarning)
+    funnel = sample(
+        funnel_centered,
+        5,
+        kernel=NUTS(max_tree_depth=6),
+        num_warmup=WARMUP,
+        num_samples=DRAWS,
+        seed=1,
+        progress=False,
+    )
+for w in caught:
+    if issubclass(w.category, DivergenceWarning):
+        print("DivergenceWarning:", w.message)
+print("divergent transitions per chain:", funnel.stats["diverging"].sum(1))
+
+# %% [markdown]
+# ## Speed
+# `benchmarks/mcmc.py` runs Pyro's NUTS and ppltk's NUTS side by side (4 chains, 1000 + 1000
+# draws, one torch thread). Measured on a shared 2-core machine (so CPU time is the fair clock;
+# ratios are ppltk / Pyro in minimum bulk ESS per CPU second):
+#
+# | model | ppltk on the Pyro model (bridge) | ppltk on a hand-written density |
+# |---|---|---|
+# | eight schools, non-centred | 1.9x | 6.3x |
+# | logistic regression N=1000, D=25 | 1.1x | 4.7x |
+#
+# The batched kernel costs about 0.1 ms per leapfrog step for all chains together; with the
+# Pyro model, most of the time (about 0.9 ms per step on eight schools) goes into evaluating
+# the model itself, so a faster model evaluation speeds every kernel up.
+
+# %% [markdown]
+# ## Long runs
+# `sample(..., checkpoint="run.pt")` writes the chains' state every 100 iterations and resumes
+# from the file if it exists; Ctrl-C returns the draws made so far with an
+# `InterruptedWarning`. Kernels are plain objects with `init`/`step`, so other algorithms (SMC
+# rejuvenation moves, for instance) reuse them on their own batched log-densities.
