@@ -7,7 +7,9 @@ one-process mode), ppltk's chains run as one batch. Metric: minimum bulk
 ESS over all parameters (ArviZ) divided by wall time including warm-up.
 
 Rows: ``pyro`` (Pyro NUTS on the Pyro model), ``ppltk`` (``ppltk.mcmc.sample`` on the same
-Pyro model through the model bridge) and ``ppltk-flat`` (``ppltk.mcmc.sample_flat`` on the
+Pyro model through the model bridge, default ``fx`` graph-capture backend), ``ppltk-eager``
+(the bridge re-running the model each step), ``ppltk-inductor`` (captured graph compiled by
+``torch.compile``; compilation time included) and ``ppltk-flat`` (``ppltk.mcmc.sample_flat`` on the
 same density written by hand in torch, which shows the kernel's own cost without the bridge).
 Ratios are ppltk/Pyro. Besides wall time the process CPU time is reported: on a shared machine
 it is the fairer clock (every run here is single-threaded).
@@ -109,12 +111,13 @@ def run_pyro(model, args, warmup, samples):
     return wall, cpu, draws, divergences
 
 
-def run_ppltk(model, args, warmup, samples):
+def run_ppltk(model, args, warmup, samples, backend="auto"):
+    """ppltk NUTS on the Pyro model; ``backend`` as in ModelBridge (compile time included)."""
     start, cpu = time.perf_counter(), time.process_time()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DivergenceWarning)
         res = sample(model, *args, num_chains=CHAINS, num_warmup=warmup, num_samples=samples,
-                     seed=0, progress=False)  # fmt: skip
+                     seed=0, progress=False, backend=backend)  # fmt: skip
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     return wall, cpu, res.draws, res.attrs["num_divergences"]
 
@@ -146,12 +149,14 @@ def main(quick: bool) -> list[dict]:
     for name, (model, args, (logp, dim)) in problems.items():
         runs = [
             ("pyro", run_pyro, (model, args)),
+            ("ppltk-eager", run_ppltk, (model, args, "eager")),
             ("ppltk", run_ppltk, (model, args)),
+            ("ppltk-inductor", run_ppltk, (model, args, "inductor")),
             ("ppltk-flat", run_flat, (logp, dim)),
         ]
         base = None
         for method, fn, fn_args in runs:
-            wall, cpu, draws, divergences = fn(*fn_args, warmup, samples)
+            wall, cpu, draws, divergences = fn(*fn_args[:2], warmup, samples, *fn_args[2:])
             ess = min_bulk_ess(draws)
             row = {"model": name, "method": method, "chains": CHAINS, "warmup": warmup,
                    "samples": samples, "min_bulk_ess": round(ess, 1), "wall_s": round(wall, 2),
