@@ -16,11 +16,7 @@ $(VENV)/.core: setup.cfg pyproject.toml
 	touch $@
 
 $(VENV)/.test: $(VENV)/.core
-	$(BIN)/pip install --quiet -e ".[test,dist]"
-	touch $@
-
-$(VENV)/.docs: $(VENV)/.test
-	$(BIN)/pip install --quiet -e ".[docs]"
+	$(BIN)/pip install --quiet -e ".[test,dist,docs]"
 	touch $@
 
 demo: $(VENV)/.core
@@ -42,7 +38,7 @@ lint: $(VENV)/.test
 bench: $(VENV)/.test
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
 
-docs: $(VENV)/.docs
+docs: $(VENV)/.test
 	$(BIN)/python -m sphinx -b html -W --keep-going docs docs/_build/html
 
 clean:

@@ -23,6 +23,7 @@ CAPABILITIES: dict[str, str] = {
     "sde": "Fractional-noise SDE inference",
     "continual": "Sequential continual learning",
     "causal": "String-diagram causal surgery",
+    "calibration": "Scale-out (Dask) and calibration",
 }
 
 

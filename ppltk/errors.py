@@ -19,6 +19,7 @@ __all__ = [
     "ModelStructureError",
     "NotIdentifiableError",
     "NotFittedError",
+    "DistributedError",
     "PpltkWarning",
     "DivergenceWarning",
     "InterruptedWarning",
@@ -69,6 +70,10 @@ class NotIdentifiableError(PpltkError, ValueError):
 
 class NotFittedError(PpltkError, RuntimeError):
     """A method was used before ``fit``."""
+
+
+class DistributedError(PpltkError, RuntimeError):
+    """A distributed run could not deliver every work unit exactly once."""
 
 
 class PpltkWarning(UserWarning):

@@ -100,7 +100,7 @@ def _dask_row() -> dict:
     )
     local = sample_chains(normal_mean_model, 6, y=y, **kw)
     with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
     ) as cluster:
         remote = sample_chains(normal_mean_model, 6, y=y, executor=cluster, **kw)
     same = float(np.max(np.abs(local["mu"] - remote["mu"])))

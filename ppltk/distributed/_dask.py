@@ -100,7 +100,7 @@ class DaskExecutor:
         self.torch_threads = torch_threads
         self._owned: list[Any] = []
         if target is None:
-            cluster_kwargs.setdefault("dashboard_address", None)
+            cluster_kwargs.setdefault("dashboard_address", ":0")  # a free port, never 8787
             cluster = distributed.LocalCluster(
                 n_workers=n_workers or default_num_workers(),
                 threads_per_worker=threads_per_worker,

@@ -1,11 +1,7 @@
-"""Errors of the distributed layer (subclasses of the shared :mod:`ppltk.errors` classes)."""
+"""Errors of the distributed layer (defined in :mod:`ppltk.errors`, re-exported here)."""
 
 from __future__ import annotations
 
-from ppltk.errors import PpltkError
+from ppltk.errors import DistributedError
 
 __all__ = ["DistributedError"]
-
-
-class DistributedError(PpltkError, RuntimeError):
-    """A distributed run could not deliver every work unit exactly once."""

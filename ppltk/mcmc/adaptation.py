@@ -79,14 +79,27 @@ class DualAveraging:
         return cls(step_size.log(), zeros, zeros, torch.log(10.0 * step_size), zeros, target)
 
     def update(self, accept_prob: torch.Tensor) -> None:
-        """One dual-averaging step with acceptance statistics ``accept_prob [C]``."""
+        """One dual-averaging step with acceptance statistics ``accept_prob [C]``.
+
+        Every chain has made the same number of steps :math:`t`, so the coefficients are
+        Python scalars and the update is a handful of fused tensor operations."""
         alpha = torch.nan_to_num(accept_prob.to(self.h_bar.dtype), nan=0.0).clamp(0.0, 1.0)
+        t = self._steps() + 1.0
         self.t = self.t + 1
-        eta = 1.0 / (self.t + self.t0)
-        self.h_bar = (1 - eta) * self.h_bar + eta * (self.target - alpha)
-        self.log_eps = self.mu - self.t.sqrt() / self.gamma * self.h_bar
-        x = self.t.pow(-self.kappa)
-        self.log_eps_bar = x * self.log_eps + (1 - x) * self.log_eps_bar
+        self._count = t
+        eta = 1.0 / (t + self.t0)
+        # h_bar <- (1 - eta) h_bar + eta (target - alpha)
+        self.h_bar = torch.add(self.h_bar * (1.0 - eta), alpha, alpha=-eta).add_(eta * self.target)
+        self.log_eps = torch.add(self.mu, self.h_bar, alpha=-math.sqrt(t) / self.gamma)
+        x = t ** (-self.kappa)
+        self.log_eps_bar = torch.add(self.log_eps_bar * (1.0 - x), self.log_eps, alpha=x)
+
+    def _steps(self) -> float:
+        """:math:`t` as a Python number (cached; read from ``t`` after a restore)."""
+        count = getattr(self, "_count", None)
+        if count is None:
+            count = float(self.t.flatten()[0]) if self.t.numel() else 0.0
+        return count
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {k: getattr(self, k) for k in ("log_eps", "log_eps_bar", "h_bar", "mu", "t")}
@@ -94,6 +107,7 @@ class DualAveraging:
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         for key, value in state.items():
             setattr(self, key, value)
+        self._count = None
 
 
 @dataclass

@@ -7,12 +7,21 @@ zero, so the batched log-density call still has one row per chain) and the loop 
 as no chain is active, so the batch pays for its deepest tree.  Exactly one
 ``logdensity_and_grad`` call is made per leapfrog step for the whole batch.
 
-Within a subtree the proposal is drawn progressively with probability proportional to
-:math:`w_i = e^{-(H_i - H_0)}` (multinomial sampling); a completed subtree replaces the
-tree's proposal with probability :math:`\\min(1, W_{new}/W_{old})` (Betancourt's biased
-progressive sampling).  The generalised no-U-turn criterion (Betancourt 2017, as in Stan) stops a
-(sub)tree with summed momentum :math:`\\rho` and end velocities
-:math:`p^\\sharp_- = M^{-1}p_-`, :math:`p^\\sharp_+ = M^{-1}p_+` when
+Within a subtree the proposal is a leaf drawn with probability proportional to
+:math:`w_i = e^{-(H_i - H_0)}` (multinomial sampling; drawn once the subtree is complete, by
+Gumbel-max, which has the distribution of Stan's progressive draw); a completed subtree
+replaces the tree's proposal with probability :math:`\\min(1, W_{new}/W_{old})` (Betancourt's
+biased progressive sampling).
+
+Cost: the per-leaf bookkeeping is about a dozen small tensor operations and one host
+synchronisation; the proposal is tracked as a leaf index and the leaves' positions and
+gradients (kept by reference, :math:`O(2^{depth} C D)` memory) are gathered once per
+transition, trajectory edges are packed ``[C, 4D]`` tensors (one ``where`` per update), and a
+chain that has stopped is never read again, so its tree quantities are updated unmasked.
+
+The generalised no-U-turn criterion (Betancourt 2017, as in Stan) stops a (sub)tree with
+summed momentum :math:`\\rho` and end velocities :math:`p^\\sharp_- = M^{-1}p_-`,
+:math:`p^\\sharp_+ = M^{-1}p_+` when
 :math:`p^\\sharp_-\\cdot\\rho \\le 0` or :math:`p^\\sharp_+\\cdot\\rho \\le 0`; it is checked
 for every power-of-two block of leaves of each subtree (iteratively, with checkpoints of
 :math:`p^\\sharp` and running :math:`\\rho` at block starts) and for the whole tree.
@@ -29,56 +38,38 @@ import math
 import torch
 
 from ppltk.errors import ArgumentError
-from ppltk.mcmc._base import Kernel, LogDensityFn, MCMCState, Params, where
-from ppltk.mcmc.integrators import (
-    find_reasonable_step_size,
-    kinetic_energy,
-    leapfrog,
-    sample_momentum,
-    velocity,
-)
+from ppltk.mcmc._base import Kernel, LogDensityFn, MCMCState, Params
+from ppltk.mcmc.integrators import find_reasonable_step_size, sample_momentum, velocity
 
 __all__ = ["NUTS"]
 
 
-def _turning(p_sharp_a: torch.Tensor, p_sharp_b: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
-    """Generalised U-turn: :math:`p^\\sharp_a\\cdot\\rho \\le 0` or :math:`p^\\sharp_b\\cdot\\rho
-    \\le 0`, per chain."""
-    return (torch.linalg.vecdot(p_sharp_a, rho) <= 0) | (torch.linalg.vecdot(p_sharp_b, rho) <= 0)
+def _no_u_turn(sharp_a: torch.Tensor, sharp_b: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
+    """Generalised no-U-turn test, per chain: :math:`p^\\sharp_a\\cdot\\rho > 0` and
+    :math:`p^\\sharp_b\\cdot\\rho > 0` (NaN counts as turned)."""
+    return torch.minimum(torch.linalg.vecdot(sharp_a, rho), torch.linalg.vecdot(sharp_b, rho)) > 0
 
 
-class _Edge:
-    """One end of a trajectory: state, momentum and velocity ``p^sharp``."""
+class _Leaves:
+    """Every point of one transition's trajectory (index 0 is the initial point), so that the
+    proposal can be tracked as a leaf index and gathered once at the end, and the per-leaf
+    :math:`-(H_i - H_0)` and built masks for the statistics."""
 
-    __slots__ = ("state", "p", "p_sharp")
+    __slots__ = ("z", "grad", "lp", "built", "log_w")
 
-    def __init__(self, state: MCMCState, p: torch.Tensor, p_sharp: torch.Tensor):
-        self.state, self.p, self.p_sharp = state, p, p_sharp
+    def __init__(self, z0: torch.Tensor, g0: torch.Tensor, lp0: torch.Tensor):
+        self.z, self.grad, self.lp = [z0], [g0], [lp0]
+        self.built: list[torch.Tensor] = []
+        self.log_w: list[torch.Tensor] = []
 
-    def select(self, mask: torch.Tensor, other: _Edge) -> _Edge:
-        return _Edge(
-            self.state.select(mask, other.state),
-            where(mask, self.p, other.p),
-            where(mask, self.p_sharp, other.p_sharp),
+    def gather(self, index: torch.Tensor) -> MCMCState:
+        """The state at leaf ``index [C]`` of every chain."""
+        chains = torch.arange(index.shape[0], device=index.device)
+        return MCMCState(
+            torch.stack(self.z)[index, chains],
+            torch.stack(self.lp)[index, chains],
+            torch.stack(self.grad)[index, chains],
         )
-
-
-class _Tree:
-    """Per-chain bookkeeping of the whole trajectory of one NUTS transition."""
-
-    def __init__(self, state: MCMCState, p: torch.Tensor, p_sharp: torch.Tensor, h0):
-        chains = state.lp.shape[0]
-        zeros = torch.zeros_like(state.lp)
-        self.left = self.right = _Edge(state, p, p_sharp)
-        self.proposal = state
-        self.log_weight = zeros  # log sum_i exp(-(H_i - H_0)); the initial point has weight 1
-        self.rho = p
-        self.h0 = h0
-        self.active = torch.ones(chains, dtype=torch.bool, device=p.device)
-        self.depth = torch.zeros(chains, dtype=torch.long, device=p.device)
-        self.leaf_neg_delta: list[torch.Tensor] = []  # -(H_i - H_0) of every leaf
-        self.leaf_active: list[torch.Tensor] = []  # whether the chain built that leaf
-        self.diverging = torch.zeros(chains, dtype=torch.bool, device=p.device)
 
 
 class NUTS(Kernel):
@@ -134,114 +125,161 @@ class NUTS(Kernel):
         """One NUTS transition for every chain; returns the new state and ``info``
         (``accept_prob`` = mean of :math:`\\min(1, e^{-\\Delta H})` over the tree's leaves,
         ``tree_depth``, ``n_steps``, ``diverging``, ``energy``, ``step_size``, ``lp``)."""
-        minv = params.inverse_mass
-        p0 = sample_momentum(params, state.position, generator)
-        h0 = -state.lp + kinetic_energy(p0, minv)
-        tree = _Tree(state, p0, velocity(p0, minv), h0)
+        minv, eps = params.inverse_mass, params.step_size
+        z0, lp0, g0 = state.position, state.lp, state.grad
+        dim = z0.shape[-1]
+        p0 = sample_momentum(params, z0, generator)
+        sharp0 = velocity(p0, minv)
+        neg_h0 = torch.sub(lp0, torch.linalg.vecdot(p0, sharp0), alpha=0.5)  # -H_0
+        threshold = neg_h0 - self.max_delta_energy  # -H below this: divergent
+        # all per-doubling randomness in one draw: directions and the merge's uniforms
+        u = torch.rand(
+            (2, self.max_tree_depth) + lp0.shape, generator=generator, dtype=lp0.dtype,
+            device=lp0.device,
+        )  # fmt: skip
+        forward = u[0] < 0.5
+        signed_eps = torch.where(forward, eps, -eps)
+        log_u = u[1].log()
+        # packed trajectory edges [C, 4D]: (z, grad, p, p_sharp)
+        right = torch.cat((z0, g0, p0, sharp0), -1)
+        left = right
+        leaves = _Leaves(z0, g0, lp0)
+        proposal = torch.zeros_like(lp0, dtype=torch.long)  # leaf index; 0: initial point
+        log_weight = torch.zeros_like(lp0)  # log sum_i exp(-(H_i - H_0)); initial point: 1
+        rho = p0
+        active = torch.ones_like(lp0, dtype=torch.bool)
+        started: list[torch.Tensor] = []
+        diverging = torch.zeros_like(lp0, dtype=torch.bool)
         for depth in range(self.max_tree_depth):
-            if not bool(tree.active.any()):
+            if depth > 0 and not bool(active.any()):
                 break
-            self._double(tree, depth, logdensity_and_grad, params, generator)
-        built = torch.stack(tree.leaf_active)
-        n_steps = built.sum(0)
-        accept = (torch.stack(tree.leaf_neg_delta).clamp(max=0).exp() * built).sum(0)
+            started.append(active)
+            fwd_col = forward[depth].unsqueeze(-1)
+            start = torch.where(fwd_col, right, left)
+            sub = self._subtree(
+                start, dim, signed_eps[depth], active, depth, neg_h0, threshold, diverging, leaves,
+                minv, logdensity_and_grad, generator,
+            )  # fmt: skip
+            ok, edge, sub_rho, sub_log_w, sub_index, diverging = sub
+            if ok is None:  # every chain's subtree turned or diverged
+                break
+            # biased progressive sampling between the old tree and the new subtree
+            take = ok & (log_u[depth] < sub_log_w - log_weight)
+            proposal = torch.where(take, sub_index, proposal)
+            # A chain that is not ok stops here for good: its weight, momentum sum and edges
+            # are never read again (the edge is still a finite point, where it idles), so
+            # they are updated without masks.
+            log_weight = torch.logaddexp(log_weight, sub_log_w)
+            rho = rho + sub_rho
+            right = torch.where(fwd_col, edge, right)
+            left = torch.where(fwd_col, left, edge)
+            active = ok & _no_u_turn(left[:, 3 * dim :], right[:, 3 * dim :], rho)
+        new_state = leaves.gather(proposal)
+        all_log_w = torch.nan_to_num(torch.cat(leaves.log_w), nan=-math.inf)  # NaN: weight 0
+        all_built = torch.stack(leaves.built)
+        n_steps = all_built.sum(0)
+        accept = (all_log_w.clamp(max=0).exp() * all_built).sum(0)
         info = {
-            "lp": tree.proposal.lp,
-            "accept_prob": accept / n_steps.clamp(min=1).to(h0.dtype),
-            "step_size": params.step_size,
-            "tree_depth": tree.depth,
+            "lp": new_state.lp,
+            "accept_prob": accept / n_steps.clamp(min=1).to(lp0.dtype),
+            "step_size": eps,
+            "tree_depth": torch.stack(started).sum(0),
             "n_steps": n_steps,
-            "diverging": tree.diverging,
-            "energy": h0,
+            "diverging": diverging,
+            "energy": -neg_h0,
         }
-        return tree.proposal, info
+        return new_state, info
 
-    def _double(self, tree: _Tree, depth: int, ld: LogDensityFn, params: Params, gen) -> None:
-        """Extend every active chain's tree by a subtree of ``2**depth`` leaves, merge it
-        (biased progressive sampling) and update the tree-level U-turn flag."""
-        start_active = tree.active
-        forward = (
-            torch.rand(tree.h0.shape, generator=gen, dtype=tree.h0.dtype, device=tree.h0.device)
-            < 0.5
-        )
-        start = tree.right.select(forward, tree.left)
-        eps = torch.where(forward, params.step_size, -params.step_size)
-        edge, sub_prop, sub_logw, sub_rho, ok = self._subtree(
-            tree, start, eps, depth, ld, params, gen
-        )
-        # biased progressive sampling between the old tree and the new subtree
-        log_u = torch.log(
-            torch.rand(tree.h0.shape, generator=gen, dtype=tree.h0.dtype, device=tree.h0.device)
-        )
-        take = ok & (log_u < sub_logw - tree.log_weight)
-        tree.proposal = sub_prop.select(take, tree.proposal)
-        tree.log_weight = torch.where(
-            ok, torch.logaddexp(tree.log_weight, sub_logw), tree.log_weight
-        )
-        tree.rho = where(ok, tree.rho + sub_rho, tree.rho)
-        tree.right = edge.select(ok & forward, tree.right)
-        tree.left = edge.select(ok & ~forward, tree.left)
-        tree.depth = torch.where(start_active, depth + 1, tree.depth)
-        turned = _turning(tree.left.p_sharp, tree.right.p_sharp, tree.rho)
-        tree.active = ok & ~turned
+    def _subtree(
+        self, start, dim, eps, active, depth, neg_h0, threshold, diverging, leaves, minv, ld, gen
+    ):
+        """Build ``2**depth`` leaves from the packed edge ``start`` with signed step sizes
+        ``eps [C]`` (zero for chains that have stopped, so they stay at a finite point).
 
-    def _subtree(self, tree: _Tree, start: _Edge, eps, depth, ld, params: Params, gen):
-        """Build ``2**depth`` leaves from ``start`` with signed step sizes ``eps [C]``.
+        The subtree's proposal is drawn after its last leaf, with probability proportional to
+        :math:`e^{-H_i}` over its leaves (Gumbel-max); this is the distribution of Stan's
+        progressive multinomial sampling within a subtree.  U-turns are checked on every
+        power-of-two block of leaves as soon as the block is complete, so the batch stops as
+        soon as every chain has stopped.
 
-        Returns the new edge, the subtree's multinomial proposal and log-weight, its summed
-        momentum and a mask of chains whose subtree neither turned nor diverged."""
-        minv = params.inverse_mass
-        ok = tree.active.clone()
-        cur = start
-        prop = start.state
-        logw = torch.full_like(tree.h0, -math.inf)
-        rho = torch.zeros_like(start.p)
-        log_u = torch.rand(
-            (2**depth,) + eps.shape, generator=gen, dtype=eps.dtype, device=eps.device
-        ).log()
-        ckpt_sharp: dict[int, torch.Tensor] = {}
-        ckpt_rho: dict[int, torch.Tensor] = {}
-        for leaf in range(2**depth):
-            if leaf > 0 and not bool(ok.any()):
-                break
-            # inactive chains take a step of size zero: they stay put at a finite point
-            new_state, p_new = leapfrog(cur.state, cur.p, eps * ok, minv, ld)
-            sharp = velocity(p_new, minv)
-            # minus the energy error, -(H - H0); NaN counts as +inf energy (divergent)
-            neg_delta = torch.add(
-                tree.h0 + new_state.lp, torch.linalg.vecdot(p_new, sharp), alpha=-0.5
-            )
-            neg_delta = torch.nan_to_num(
-                neg_delta, nan=-math.inf, posinf=math.inf, neginf=-math.inf
-            )
-            tree.leaf_active.append(ok)
-            tree.leaf_neg_delta.append(neg_delta)
-            diverged = ok & (neg_delta < -self.max_delta_energy)
-            if bool(diverged.any()):
-                tree.diverging = tree.diverging | diverged
-                ok = ok & ~diverged
-                new_state = cur.state.select(diverged, new_state)  # keep finite positions
-                p_new = where(diverged, cur.p, p_new)
-                sharp = where(diverged, cur.p_sharp, sharp)
-            # progressive multinomial sampling within the subtree
-            new_logw = torch.logaddexp(logw, neg_delta)
-            take = ok & (log_u[leaf] < neg_delta - new_logw)
-            take_col = take.unsqueeze(-1)
-            prop = MCMCState(
-                torch.where(take_col, new_state.position, prop.position),
-                torch.where(take, new_state.lp, prop.lp),
-                torch.where(take_col, new_state.grad, prop.grad),
-            )
-            logw = torch.where(ok, new_logw, logw)
-            # U-turn checks on every power-of-two block of leaves ending at this leaf
-            for k in range(1, depth + 1):
-                if leaf % (2**k) == 0:
-                    ckpt_sharp[k], ckpt_rho[k] = sharp, rho
+        Returns ``(ok, edge, rho, log_weight, proposal_index, diverging)``; ``ok`` is ``None``
+        when every chain stopped before the last leaf (nothing to merge)."""
+        dense = minv.dim() == 3
+        z, g, p, sharp = start.split(dim, -1)
+        offset = len(leaves.z)
+        ok = active
+        e_col = (eps * ok).unsqueeze(-1)
+        half = 0.5 * e_col
+        e_minv = None if dense else e_col * minv
+        neg_hs: list[torch.Tensor] = []
+        rho = torch.zeros_like(p)
+        ckpt: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        n_leaves = 2**depth
+        for leaf in range(n_leaves):
+            # leapfrog (one batched log-density call)
+            p_half = torch.addcmul(p, half, g)
+            if dense:
+                z_new = torch.addcmul(z, e_col, velocity(p_half, minv))
+            else:
+                z_new = torch.addcmul(z, e_minv, p_half)
+            lp, g_new = ld(z_new)
+            lp, g_new = lp.detach(), g_new.detach()
+            p_new = torch.addcmul(p_half, half, g_new)
+            sharp_new = velocity(p_new, minv) if dense else minv * p_new
+            neg_h = torch.sub(lp, torch.linalg.vecdot(p_new, sharp_new), alpha=0.5)  # -H
+            leaves.built.append(ok)
+            neg_hs.append(neg_h)
+            # divergent: energy error above max_delta_energy, or NaN (the comparison fails);
+            # chains that have stopped idle at a leaf that passed, so they pass again
+            prev_ok = ok
+            within = neg_h >= threshold
+            if not bool(within.all()):
+                new_ok = ok & within
+                diverged = ok & ~within
+                diverging = diverging | diverged
+                div_col = diverged.unsqueeze(-1)
+                z_new = torch.where(div_col, z, z_new)  # keep finite positions
+                g_new = torch.where(div_col, g, g_new)
+                p_new = torch.where(div_col, p, p_new)
+                sharp_new = torch.where(div_col, sharp, sharp_new)
+                ok = new_ok
+            leaves.z.append(z_new)
+            leaves.grad.append(g_new)
+            leaves.lp.append(lp)
+            # U-turn checks on every power-of-two block of leaves ending at this leaf: block
+            # sizes 2^k with 2^k dividing leaf (start) or leaf + 1 (end), k = 1..depth
+            first = depth if leaf == 0 else min(depth, (leaf & -leaf).bit_length() - 1)
+            for k in range(1, first + 1):
+                ckpt[k] = (sharp_new, rho)
             rho = rho + p_new
-            for k in range(1, depth + 1):
-                if (leaf + 1) % (2**k) == 0:
-                    block_rho = rho - ckpt_rho[k]
-                    ok = ok & (torch.linalg.vecdot(ckpt_sharp[k], block_rho) > 0)
-                    ok = ok & (torch.linalg.vecdot(sharp, block_rho) > 0)
-            cur = _Edge(new_state, p_new, sharp)
-        return cur, prop, logw, rho, ok
+            last = min(depth, ((leaf + 1) & -(leaf + 1)).bit_length() - 1)
+            if last == 1:
+                ck_sharp, ck_rho = ckpt[1]
+                ok = ok & _no_u_turn(ck_sharp, sharp_new, rho - ck_rho)
+            elif last > 1:  # several blocks end here: one batched check
+                ck_sharp = torch.stack([ckpt[k][0] for k in range(1, last + 1)])
+                block_rho = rho - torch.stack([ckpt[k][1] for k in range(1, last + 1)])
+                ok = ok & _no_u_turn(ck_sharp, sharp_new, block_rho).all(0)
+            z, g, p, sharp = z_new, g_new, p_new, sharp_new
+            if ok is not prev_ok and leaf + 1 < n_leaves and not torch.equal(ok, prev_ok):
+                if not bool(ok.any()):
+                    # -(H_i - H_0) of the built leaves (statistics only)
+                    leaves.log_w.append(torch.stack(neg_hs) - neg_h0)
+                    return None, None, None, None, None, diverging
+                # the step sizes change only when a chain stops
+                e_col = (eps * ok).unsqueeze(-1)
+                half = 0.5 * e_col
+                e_minv = None if dense else e_col * minv
+        # -(H_i - H_0) of every leaf (NaN where a chain diverged: that chain is not ok, and
+        # its draw and weight below are never used)
+        log_w = torch.stack(neg_hs) - neg_h0
+        leaves.log_w.append(log_w)
+        edge = torch.cat((z, g, p, sharp), -1)
+        if n_leaves == 1:
+            index = torch.full_like(ok, offset, dtype=torch.long)
+            return ok, edge, rho, log_w[0], index, diverging
+        # multinomial draw over the leaves (Gumbel-max with exponential noise): for a chain
+        # that is still ok every leaf was built while ok, and none of its leaves is NaN
+        noise = torch.empty_like(log_w).exponential_(generator=gen).log()
+        index = (log_w - noise).argmax(0) + offset
+        return ok, edge, rho, torch.logsumexp(log_w, 0), index, diverging

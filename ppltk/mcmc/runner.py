@@ -91,6 +91,9 @@ class _Run:
         self.stats: dict[str, torch.Tensor] = {}
         self.completed = 0  # iterations fully processed
         self.warmup_divergences = torch.zeros(chains, dtype=torch.long, device=state.lp.device)
+        # per-iteration records are kept as references and written in one batch by flush()
+        self._pending: list[tuple[int, torch.Tensor, dict[str, torch.Tensor]]] = []
+        self._pending_divergences: list[torch.Tensor] = []
 
     @property
     def kept(self) -> int:
@@ -100,11 +103,30 @@ class _Run:
         state, info = self.kernel.step(self.state, self.ld, self.params, self.gen)
         self.state = state
         if i < self.num_warmup:
-            self.warmup_divergences += info.get("diverging", torch.zeros_like(state.lp)).long()
+            if "diverging" in info:
+                self._pending_divergences.append(info["diverging"])
             self._adapt(i, info)
         else:
-            self._record(i - self.num_warmup, state, info)
+            self._pending.append((i - self.num_warmup, state.position, info))
         self.completed = i + 1
+
+    def flush(self) -> None:
+        """Write the pending draws, statistics and warm-up divergences into the preallocated
+        tensors (one stack per quantity instead of one small copy per iteration)."""
+        if self._pending_divergences:
+            count = torch.stack(self._pending_divergences).sum(0)
+            self.warmup_divergences = self.warmup_divergences + count
+            self._pending_divergences = []
+        if not self._pending:
+            return
+        first, last = self._pending[0][0], self._pending[-1][0] + 1
+        self.positions[:, first:last] = torch.stack([p for _, p, _ in self._pending], 1)
+        for name in self.kernel.stat_names:
+            value = torch.stack([info[name] for _, _, info in self._pending], 1)
+            if name not in self.stats:
+                self.stats[name] = value.new_zeros((value.shape[0], self.num_samples))
+            self.stats[name][:, first:last] = value
+        self._pending = []
 
     def _adapt(self, i: int, info: dict[str, torch.Tensor]) -> None:
         kernel, z = self.kernel, self.state.position
@@ -121,15 +143,8 @@ class _Run:
             for a, bp in zip(self.adapters, kernel.param_blocks(self.params)):
                 a.restart(bp.step_size)
 
-    def _record(self, s: int, state: MCMCState, info: dict[str, torch.Tensor]) -> None:
-        self.positions[:, s] = state.position
-        for name in self.kernel.stat_names:
-            value = info[name]
-            if name not in self.stats:
-                self.stats[name] = value.new_zeros((value.shape[0], self.num_samples))
-            self.stats[name][:, s] = value
-
     def output(self, interrupted: bool) -> SampleOutput:
+        self.flush()
         kept = self.kept
         stats = {k: v[:, :kept] for k, v in self.stats.items()}
         div = int(stats["diverging"].sum()) if "diverging" in stats else 0
@@ -250,13 +265,16 @@ def _loop(run: _Run, path: Path | None, every: int, progress: bool) -> None:
         for i in range(run.completed, total):
             if i == run.num_warmup:
                 bar.set_description("sample")
-            gen_state = run.gen.get_state()
+            if path is not None:  # the generator state to save if Ctrl-C comes mid-iteration
+                gen_state = run.gen.get_state()
             run.iterate(i)
             bar.update(1)
             if path is not None and (run.completed % every == 0 or run.completed == total):
+                run.flush()
                 save_checkpoint(path, run, run.gen.get_state())
     except KeyboardInterrupt:
         if path is not None:
+            run.flush()
             save_checkpoint(path, run, gen_state)
         warnings.warn(
             f"Sampling interrupted after {run.completed} of {total} iterations "

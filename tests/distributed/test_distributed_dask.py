@@ -4,8 +4,10 @@ One LocalCluster (2 single-threaded worker processes) serves the whole module. W
 processes inherit this process's ``sys.path``, so functions defined here unpickle on them.
 """
 
+import contextlib
 import os
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
@@ -32,9 +34,15 @@ from ppltk.errors import DivergenceWarning  # noqa: E402
 
 @pytest.fixture(scope="module")
 def client():
-    cluster = distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-    )
+    # Dask's default HTTP port 8787 may be taken (another cluster on a shared machine): keep it
+    # taken while ours starts, to show that ":0" avoids the "port in use" warning.
+    with socket.socket() as blocker:
+        with contextlib.suppress(OSError):
+            blocker.bind(("127.0.0.1", 8787))
+            blocker.listen()
+        cluster = distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+        )
     client = distributed.Client(cluster, set_as_default=False)
     client.run(__import__, "ppltk.distributed")  # warm the workers' imports once
     yield client

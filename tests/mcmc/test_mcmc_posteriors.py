@@ -162,7 +162,9 @@ def test_centred_funnel_reports_divergences():
             5,
             kernel=NUTS(max_tree_depth=4),
             num_warmup=100,
-            num_samples=100,
+            # divergences after warm-up come at ~1-10 per 100 transitions of 4 chains (seeds
+            # 0-9, and in bursts): 100 draws saw none for some seeds, 300 saw some for all
+            num_samples=300,
             seed=0,
             progress=False,
         )

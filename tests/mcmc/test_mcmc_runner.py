@@ -133,7 +133,7 @@ def test_sample_on_a_model_interrupted_returns_a_partial_result():
 
     def model(y):
         calls["n"] += 1
-        if calls["n"] == 400:
+        if calls["n"] == 1500:  # well after the 100 warm-up iterations (< 4 calls each)
             raise KeyboardInterrupt
         theta = pyro.sample("theta", dist.Normal(0.0, 1.0))
         pyro.sample("y", dist.Normal(theta, 1.0), obs=y)
@@ -145,7 +145,7 @@ def test_sample_on_a_model_interrupted_returns_a_partial_result():
             kernel=NUTS(max_tree_depth=3),
             backend="eager",  # the model must run at every step to raise mid-run
             num_chains=2,
-            num_warmup=20,
+            num_warmup=100,  # 20 (as before) leaves step sizes of 10x the scale: divergences
             num_samples=500,
             seed=0,
             progress=False,
