@@ -28,6 +28,8 @@ def sample(
     target_accept: float | None = None,
     dense_mass: bool = False,
     backend: str = "auto",
+    executor=None,
+    chains_per_unit: int = 1,
     **model_kwargs,
 ):
     """Draw posterior samples of a Pyro model with ``num_chains`` chains run as one batch.
@@ -54,6 +56,11 @@ def sample(
         Path written periodically; an existing checkpoint is resumed.
     target_accept, dense_mass
         Warm-up options (see :func:`ppltk.mcmc.sample_flat`).
+    executor, chains_per_unit
+        Spread the chains over workers in groups of ``chains_per_unit``: ``"dask"`` (a local
+        cluster), a scheduler address, a ``dask.distributed.Client`` (see
+        :func:`ppltk.distributed.sample_chains`). ``None`` (default) runs all chains as one
+        batch in this process.
     backend
         How the model is evaluated (see :class:`ppltk.model.ModelBridge`): ``"auto"``/``"fx"``
         replay its captured tensor graph, ``"inductor"`` compiles it (fastest for long runs),
@@ -74,6 +81,29 @@ def sample(
         On Ctrl-C; the draws made so far are returned.
     """
     from ppltk.model import ModelBridge
+
+    if executor is not None:
+        if checkpoint is not None:
+            raise ArgumentError("`checkpoint` cannot be combined with `executor`")
+        from ppltk.distributed import sample_chains
+
+        return sample_chains(
+            model,
+            *model_args,
+            method=kernel,
+            num_chains=num_chains,
+            chains_per_unit=chains_per_unit,
+            executor=executor,
+            seed=seed,
+            progress=progress,
+            num_warmup=num_warmup,
+            num_samples=num_samples,
+            device=device,
+            target_accept=target_accept,
+            dense_mass=dense_mass,
+            backend=backend,
+            **model_kwargs,
+        )
 
     if not isinstance(num_chains, int) or isinstance(num_chains, bool) or num_chains < 1:
         raise ArgumentError(f"Expected `num_chains` to be a positive int, but found {num_chains!r}")

@@ -75,8 +75,24 @@ class GraphCache:
             )
             return None
         if self.backend == "inductor":
-            return torch.compile(graph, dynamic=False, fullgraph=True)
+            return _compiled_or_fx(graph, z, self.name)
         return graph
+
+
+def _compiled_or_fx(graph: Callable, z: torch.Tensor, name: str) -> Callable:
+    """``torch.compile`` the captured graph; keep the plain graph if compilation fails
+    (e.g. no C compiler on the machine)."""
+    compiled = torch.compile(graph, dynamic=False, fullgraph=True)
+    try:
+        compiled(z.detach())
+    except Exception as error:  # noqa: BLE001 - any compiler failure keeps the fx graph
+        warnings.warn(
+            f"{name}: torch.compile failed ({error!r:.160}); using the captured graph uncompiled.",
+            VectorisationWarning,
+            stacklevel=5,
+        )
+        return graph
+    return compiled
 
 
 def _agree(a, b) -> bool:

@@ -266,3 +266,27 @@ def test_exactly_once_check_names_missing_and_duplicated_units():
     _check_exactly_once([1, 1, 1])
     with pytest.raises(DistributedError, match=r"units \[1, 3\] came back \[0, 2\] times"):
         _check_exactly_once([1, 0, 1, 2])
+
+
+def test_mcmc_sample_delegates_to_the_executor():
+    """``ppltk.mcmc.sample(executor=...)`` equals ``sample_chains`` with the same seed."""
+    import pyro
+    import pyro.distributions as dist
+    import torch
+
+    from ppltk.distributed import sample_chains
+    from ppltk.errors import ArgumentError
+    from ppltk.mcmc import sample
+
+    def model(y):
+        mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+    y = torch.tensor(0.3)
+    opts = dict(kernel="mh", num_chains=2, num_warmup=20, num_samples=30, seed=5, progress=False)
+    via_sample = sample(model, y, executor="local", **opts)
+    opts["method"] = opts.pop("kernel")
+    direct = sample_chains(model, y, executor="local", **opts)
+    np.testing.assert_array_equal(via_sample["mu"], direct["mu"])
+    with pytest.raises(ArgumentError, match="checkpoint"):
+        sample(model, y, executor="local", checkpoint="x.pt", kernel="mh")
