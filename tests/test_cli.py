@@ -57,3 +57,24 @@ def test_run_nuts_writes_result(tmp_path, capsys):
     n, mean = 4, 5.0 / (4 + 0.01)
     sd = (1 / (n + 0.01)) ** 0.5
     assert abs(result["mu"].mean() - mean) < 5 * sd / 50**0.5
+
+
+@pytest.mark.parametrize("method", ["smc", "tempered_smc"])
+def test_run_smc_methods_report_the_evidence(tmp_path, capsys, method):
+    import torch
+
+    (tmp_path / "m.py").write_text(MODEL)
+    (tmp_path / "d.json").write_text('{"y": [1.0, 2.0, 1.5, 0.5]}')
+    code = main(
+        [
+            "run", f"{tmp_path / 'm.py'}:model", "--data", str(tmp_path / "d.json"),
+            "--method", method, "--particles", "2000", "--quiet",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    line = [x for x in capsys.readouterr().out.splitlines() if x.startswith("log evidence")][0]
+    y = torch.tensor([1.0, 2.0, 1.5, 0.5], dtype=torch.float64)
+    cov = torch.eye(4, dtype=torch.float64) + 100.0 * torch.ones(4, 4, dtype=torch.float64)
+    exact = torch.distributions.MultivariateNormal(torch.zeros(4, dtype=torch.float64), cov)
+    # 2000 particles: the sd of log Z-hat is a few hundredths here; 0.3 is > 5 sd
+    assert abs(float(line.split(":")[1]) - exact.log_prob(y).item()) < 0.3

@@ -105,7 +105,10 @@ def pmmh(
     stack = lambda xs: torch.stack(xs, 1)  # noqa: E731
     return Result(
         draws={"theta": stack(draws)},
-        stats={"accept_prob": stack(accepts), "log_likelihood": stack(lls)},
+        stats={
+            "accept_prob": stack(accepts),
+            "lp_likelihood": stack(lls),
+        },  # not ArviZ's log_likelihood
         method="pmmh",
         attrs={"num_particles": num_particles},
     )

@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 import torch
 from pyro import poutine
+from pyro.poutine.util import site_is_subsample
 
 from ppltk._rng import pyro_seed
 from ppltk.errors import ModelStructureError
@@ -121,7 +122,7 @@ class ReplayProgram:
         self.latent_shapes = {
             n: tuple(s["value"].shape)
             for n, s in trace.nodes.items()
-            if s["type"] == "sample" and not s["is_observed"]
+            if s["type"] == "sample" and not s["is_observed"] and not site_is_subsample(s)
         }
         frames = [
             f.dim

@@ -148,7 +148,7 @@ def tempered_smc(
         seed=generator,
         progress=progress,
     )
-    stats = {"log_likelihood": out.log_likelihood[None]}
+    stats = {"lp_likelihood": out.log_likelihood[None]}  # ArviZ reserves "log_likelihood"
     attrs = {"num_temperatures": len(out.betas) - 1, "betas": tuple(out.betas)}
     return bridge.to_result(
         out.particles[None].detach(), stats, "tempered_smc", float(out.log_evidence), attrs
