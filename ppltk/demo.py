@@ -126,7 +126,7 @@ def run_demos(
             print(error.strip().splitlines()[-1])
         for row in found:
             rows.append(
-                {"capability": CAPABILITIES[name], **row, "seconds": seconds / max(len(found), 1)}
+                {**row, "capability": CAPABILITIES[name], "seconds": seconds / max(len(found), 1)}
             )
     print()
     print(_table(rows))
