@@ -84,7 +84,8 @@ def _compiled_or_fx(graph: Callable, z: torch.Tensor, name: str) -> Callable:
     (e.g. no C compiler on the machine)."""
     compiled = torch.compile(graph, dynamic=False, fullgraph=True)
     try:
-        compiled(z.detach())
+        if not _agree(compiled(z.detach()), graph(z.detach())):
+            raise RuntimeError("the compiled graph disagrees with the captured graph")
     except Exception as error:  # noqa: BLE001 - any compiler failure keeps the fx graph
         warnings.warn(
             f"{name}: torch.compile failed ({error!r:.160}); using the captured graph uncompiled.",

@@ -154,3 +154,14 @@ def test_sample_on_a_model_interrupted_returns_a_partial_result():
     assert res.draws["theta"].shape[0] == 2
     assert 0 < res.draws["theta"].shape[1] < 500
     assert res.stats["lp"].shape == res.draws["theta"].shape
+
+
+def test_auto_backend_compiles_only_long_runs(monkeypatch):
+    from ppltk.mcmc import api
+
+    monkeypatch.setattr(api, "_has_cxx_compiler", lambda: True)
+    assert api.choose_backend("auto", 400) == "fx"
+    assert api.choose_backend("auto", api.INDUCTOR_MIN_ITERATIONS) == "inductor"
+    assert api.choose_backend("eager", 10**6) == "eager"
+    monkeypatch.setattr(api, "_has_cxx_compiler", lambda: False)
+    assert api.choose_backend("auto", 10**6) == "fx"
