@@ -7,6 +7,7 @@ rows have keys ``capability``, ``check``, ``value``, ``reference`` and ``figure`
 from __future__ import annotations
 
 import html
+import os
 import importlib
 import time
 import traceback
@@ -75,11 +76,7 @@ def _html(rows: list[dict], failures: dict[str, str], outdir: Path, fast: bool) 
         figure = row.get("figure")
         image = ""
         if figure:
-            rel = (
-                Path(figure).resolve().relative_to(outdir.resolve())
-                if Path(figure).resolve().is_relative_to(outdir.resolve())
-                else Path(figure)
-            )
+            rel = os.path.relpath(Path(figure).resolve(), outdir.resolve())
             image = f'<img src="{html.escape(str(rel))}" alt="{html.escape(row["check"])}">'
         cells.append(
             "<tr>"

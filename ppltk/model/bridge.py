@@ -128,7 +128,6 @@ class ModelBridge:
         self.observed: dict[str, torch.Tensor] = {}
         self.discrete_sites: list[str] = []
         self._collect_sites(trace, allow_discrete)
-        reference = next(iter(trace.nodes.values()), {}).get("value", None)
         values = [s["value"] for s in trace.nodes.values() if s["type"] == "sample"]
         reference = values[0] if values else torch.zeros(())
         self.dtype = reference.dtype if reference.is_floating_point() else torch.get_default_dtype()
@@ -250,8 +249,9 @@ class ModelBridge:
             trace = poutine.trace(poutine.condition(self.model, data=values)).get_trace(
                 *self.args, **self.kwargs
             )
+            trace.compute_log_prob()  # Pyro applies each site's scale and mask
             return [
-                (name, _site_log_prob_sum(site))
+                (name, site["log_prob_sum"])
                 for name, site in trace.nodes.items()
                 if site["type"] == "sample" and not site_is_subsample(site)
             ]
@@ -394,19 +394,6 @@ class ModelBridge:
             draws = self.constrain(z)
         observed = {k: v for k, v in self.observed.items() if _is_data(v)}
         return Result(draws, stats or {}, log_evidence, observed, method, attrs or {})
-
-
-def _site_log_prob_sum(site) -> torch.Tensor:
-    log_prob = site["fn"].log_prob(site["value"])
-    mask = site.get("mask")
-    if mask is not None and mask is not True:
-        if mask is False:
-            return log_prob.new_zeros(())
-        log_prob = torch.where(mask, log_prob, log_prob.new_zeros(()))
-    scale = site.get("scale", 1.0)
-    if isinstance(scale, torch.Tensor) or scale != 1.0:
-        log_prob = log_prob * scale
-    return log_prob.sum()
 
 
 def _is_data(value: torch.Tensor) -> bool:

@@ -157,3 +157,21 @@ def test_to_result_shapes():
     result = bridge.to_result(z, {"lp": torch.zeros(2, 5)}, method="test")
     assert result["probs"].shape == (2, 5, 2, 3)
     assert "y" in result.to_arviz().observed_data
+
+
+def test_scale_and_mask_are_applied():
+    y = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64)
+    keep = torch.tensor([True, False, True])
+
+    def model():
+        mu = pyro.sample("mu", dist.Normal(torch.zeros((), dtype=torch.float64), 1.0))
+        with pyro.plate("n", 3), pyro.poutine.scale(scale=2.5), pyro.poutine.mask(mask=keep):
+            pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+    bridge = ModelBridge(model)
+    z = torch.randn(4, 1, dtype=torch.float64, generator=make_generator(8))
+    mu = z[:, 0]
+    expected = dist.Normal(0.0, 1.0).log_prob(mu) + 2.5 * (
+        dist.Normal(mu[:, None], 1.0).log_prob(y) * keep
+    ).sum(-1)
+    torch.testing.assert_close(bridge.log_density(z), expected)
