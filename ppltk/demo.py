@@ -7,8 +7,8 @@ rows have keys ``capability``, ``check``, ``value``, ``reference`` and ``figure`
 from __future__ import annotations
 
 import html
-import os
 import importlib
+import os
 import time
 import traceback
 from pathlib import Path
