@@ -139,6 +139,9 @@ class ModelBridge:
             self._eager_density_and_grad, backend, "ModelBridge"
         )
         self._graph_parts = GraphCache(self._parts_checked, backend, "ModelBridge")
+        self._graph_parts_and_grads = GraphCache(
+            self._eager_parts_and_grads, backend, "ModelBridge"
+        )
 
     # ------------------------------------------------------------------ structure
     def _collect_sites(self, trace, allow_discrete: bool) -> None:
@@ -306,6 +309,25 @@ class ModelBridge:
         if self.backend == "eager":
             return self._eager_density_and_grad(z)
         return self._graph_density_and_grad(z)
+
+    def log_prior_and_likelihood_and_grads(self, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        r"""``(prior [B], likelihood [B], grad prior [B, D], grad likelihood [B, D])`` from one
+        model evaluation, all detached: what a tempered target
+        :math:`\log p(x) + \beta \log p(y \mid x)` and its gradient need for any
+        :math:`\beta`."""
+        z = self._check_batch(z).detach()
+        if self.backend == "eager":
+            return self._eager_parts_and_grads(z)
+        return self._graph_parts_and_grads(z)
+
+    def _eager_parts_and_grads(self, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        with torch.enable_grad():
+            z = z.detach().requires_grad_(True)
+            prior, lik = self._parts_checked(z)
+            grad_prior, grad_lik = (
+                torch.autograd.grad(part.sum(), z, retain_graph=True)[0] for part in (prior, lik)
+            )
+        return prior.detach(), lik.detach(), grad_prior, grad_lik
 
     def _eager_density_and_grad(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.enable_grad():

@@ -62,3 +62,16 @@ def test_inductor_backend_equals_eager():
     z = torch.randn(4, eager.dim, dtype=torch.float64, generator=make_generator(0))
     for a, b in zip(compiled.log_density_and_grad(z), eager.log_density_and_grad(z)):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("backend", ["eager", "fx"])
+def test_parts_and_grads_add_up_to_the_joint(backend):
+    bridge = ModelBridge(eight_schools, (Y, S), backend=backend)
+    z = torch.randn(5, bridge.dim, dtype=torch.float64, generator=make_generator(3))
+    prior, lik, grad_prior, grad_lik = bridge.log_prior_and_likelihood_and_grads(z)
+    lp, grad = bridge.log_density_and_grad(z)
+    torch.testing.assert_close(prior + lik, lp)
+    torch.testing.assert_close(grad_prior + grad_lik, grad)
+    zz = z.clone().requires_grad_(True)
+    (expected,) = torch.autograd.grad(bridge.log_likelihood(zz).sum(), zz)
+    torch.testing.assert_close(grad_lik, expected)
