@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from scipy.special import logsumexp
 
-from ppltk.distributed.merge import log_mean_exp, merge_results
+from ppltk.distributed.merge import merge_results
 from ppltk.distributed.seeds import root_seed, unit_seeds
 from ppltk.distributed.units import map_units
 from ppltk.errors import ArgumentError
@@ -119,8 +119,7 @@ def _pool_islands(parts: list[Result], root: int, seeds: list[int]) -> Result:
     for part, lw in zip(parts, log_w):
         shape = (part.num_chains, part.num_draws)
         part.stats = {**part.stats, "island_log_weight": np.full(shape, lw)}
-    merged = merge_results(parts)
-    merged.log_evidence = log_mean_exp(log_z)
+    merged = merge_results(parts)  # log_evidence = log_mean_exp(log_z): every part has one
     merged.attrs.update(
         seed=root,
         unit_seeds=seeds,

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import torch
 from scipy.special import logsumexp
 
 from ppltk.errors import ArgumentError, ShapeError
@@ -107,7 +108,19 @@ def _merge_attrs(attrs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _equal(a: Any, b: Any) -> bool:
-    try:
-        return bool(np.array_equal(a, b)) if not isinstance(a, str) else a == b
-    except (TypeError, ValueError):
-        return a is b
+    """Structural equality of attr values: tensors and arrays by shape and entries, containers
+    element-wise, anything else with ``==``."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return (
+            isinstance(a, torch.Tensor)
+            and isinstance(b, torch.Tensor)
+            and a.shape == b.shape
+            and torch.equal(a.detach().cpu(), b.detach().cpu())
+        )
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return bool(np.array_equal(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
+    return bool(a == b)

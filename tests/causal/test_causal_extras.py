@@ -1,12 +1,12 @@
 """Batched interventions, multi-variable treatments, nested ``do``, demo and doctests."""
 
 import doctest
-from itertools import product
 
 import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from _causal_helpers import brute as _brute
 
 import ppltk.causal.surgery
 from ppltk.causal import (
@@ -20,24 +20,6 @@ from ppltk.causal.demo import run_demo
 from ppltk.causal.examples import smoking_graph, smoking_joint
 from ppltk.causal.random_models import random_causal_model
 from ppltk.errors import NotIdentifiableError
-
-
-def _brute(graph, cpts, query, do_, evidence=None):
-    evidence = evidence or {}
-    names = list(graph.nodes)
-    card = {v: cpts[v][1].shape[-1] for v in names}
-    out = torch.zeros(*(card[q] for q in query), dtype=torch.float64)
-    for vals in product(*(range(card[v]) for v in names)):
-        a = dict(zip(names, vals))
-        if any(a[x] != val for x, val in {**do_, **evidence}.items()):
-            continue
-        p = 1.0
-        for v in names:
-            if v not in do_:
-                parents, table = cpts[v]
-                p *= float(table[tuple(a[u] for u in parents) + (a[v],)])
-        out[tuple(a[q] for q in query)] += p
-    return out / out.sum()
 
 
 def test_causal_batched_do_values_match_single_queries():

@@ -7,11 +7,11 @@ interventional conditional ``P(y, w | do x) / P(w | do x)``.  The oracle is brut
 """
 
 import warnings
-from itertools import product
 
 import networkx as nx
 import pytest
 import torch
+from _causal_helpers import brute as _brute
 
 from ppltk.causal import interventional
 from ppltk.causal.pgmpy_interop import from_pgmpy, to_pgmpy
@@ -20,24 +20,6 @@ from ppltk.causal.random_models import random_causal_model
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)
     CausalInference = pytest.importorskip("pgmpy.inference").CausalInference
-
-
-def _brute(graph, cpts, query, do, evidence=None):
-    evidence = evidence or {}
-    names = list(graph.nodes)
-    card = {v: cpts[v][1].shape[-1] for v in names}
-    out = torch.zeros(*(card[q] for q in query), dtype=torch.float64)
-    for vals in product(*(range(card[v]) for v in names)):
-        a = dict(zip(names, vals))
-        if any(a[x] != val for x, val in {**do, **evidence}.items()):
-            continue
-        p = 1.0
-        for v in names:
-            if v not in do:
-                parents, table = cpts[v]
-                p *= float(table[tuple(a[u] for u in parents) + (a[v],)])
-        out[tuple(a[q] for q in query)] += p
-    return out / out.sum()
 
 
 @pytest.mark.parametrize("seed", range(5))

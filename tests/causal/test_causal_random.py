@@ -5,11 +5,10 @@ The oracle enumerates every joint assignment in plain Python (independent of the
     P(q, e | do(x)) = Σ_{v ∖ (q, e)} Π_{V ∉ X} P(v | pa_V)  with X fixed to x.
 """
 
-from itertools import product
-
 import networkx as nx
 import pytest
 import torch
+from _causal_helpers import brute as _brute
 
 from ppltk.causal import (
     NotIdentifiableError,
@@ -20,25 +19,6 @@ from ppltk.causal import (
 from ppltk.causal.diagram import Diagram
 from ppltk.causal.random_models import random_causal_model
 from ppltk.errors import NotIdentifiableError as BaseNotIdentifiable
-
-
-def _brute(graph, cpts, query, do, evidence=None):
-    evidence = evidence or {}
-    names = list(graph.nodes)
-    card = {v: cpts[v][1].shape[-1] for v in names}
-    out = torch.zeros(*(card[q] for q in query), dtype=torch.float64)
-    for vals in product(*(range(card[v]) for v in names)):
-        a = dict(zip(names, vals))
-        if any(a[x] != val for x, val in {**do, **evidence}.items()):
-            continue
-        p = 1.0
-        for v in names:
-            if v in do:
-                continue
-            parents, table = cpts[v]
-            p *= float(table[tuple(a[u] for u in parents) + (a[v],)])
-        out[tuple(a[q] for q in query)] += p
-    return out / out.sum()
 
 
 def _brute_joint(graph, cpts, observed):

@@ -106,6 +106,25 @@ def test_merge_results_concatenates_chains_in_order():
     assert merged.log_evidence is None and merged.method == "fake"
 
 
+def test_merge_results_keeps_equal_attrs_and_lists_differing_ones():
+    parts = [fake_chains(None, num_chains=1, seed=s) for s in (1, 2)]
+    for k, part in enumerate(parts):
+        part.attrs = {
+            "step": torch.tensor([0.1, 0.2]),  # equal tensors
+            "mass": np.eye(2),  # equal arrays
+            "tuned": {"eps": torch.tensor(0.5), "k": [1, 2]},  # equal nested containers
+            "init": torch.full((2,), float(k)),  # differing tensors
+            "shape": torch.zeros(k + 1),  # differing shapes
+            "name": "run",
+        }
+    attrs = merge_results(parts).attrs
+    assert torch.equal(attrs["step"], parts[0].attrs["step"])
+    assert isinstance(attrs["mass"], np.ndarray) and attrs["name"] == "run"
+    assert isinstance(attrs["tuned"], dict) and attrs["tuned"]["k"] == [1, 2]
+    assert isinstance(attrs["init"], list) and len(attrs["init"]) == 2
+    assert isinstance(attrs["shape"], list) and len(attrs["shape"]) == 2
+
+
 def test_merge_results_rejects_mismatch():
     a = fake_chains(None, num_chains=1, seed=0)
     with pytest.raises(ShapeError, match="theta"):
