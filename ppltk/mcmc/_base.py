@@ -67,8 +67,6 @@ class Params:
 
 def where(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``torch.where`` with a chain mask ``[C]`` broadcast over trailing dimensions."""
-    if a.dim() == mask.dim() + 1:
-        return torch.where(mask.unsqueeze(-1), a, b)
     return torch.where(mask.reshape(mask.shape + (1,) * (a.dim() - mask.dim())), a, b)
 
 

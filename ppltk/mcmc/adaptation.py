@@ -61,13 +61,14 @@ def window_schedule(
 
 @dataclass
 class DualAveraging:
-    """Per-chain dual-averaging state (all fields ``[C]``)."""
+    """Per-chain dual-averaging state (tensor fields ``[C]``; ``t`` is the number of updates,
+    the same for every chain, so the coefficients are Python scalars)."""
 
     log_eps: torch.Tensor
     log_eps_bar: torch.Tensor
     h_bar: torch.Tensor
     mu: torch.Tensor
-    t: torch.Tensor
+    t: int = 0
     target: float = 0.8
     gamma: float = 0.05
     t0: float = 10.0
@@ -76,17 +77,13 @@ class DualAveraging:
     @classmethod
     def start(cls, step_size: torch.Tensor, target: float) -> DualAveraging:
         zeros = torch.zeros_like(step_size)
-        return cls(step_size.log(), zeros, zeros, torch.log(10.0 * step_size), zeros, target)
+        return cls(step_size.log(), zeros, zeros, torch.log(10.0 * step_size), 0, target)
 
     def update(self, accept_prob: torch.Tensor) -> None:
-        """One dual-averaging step with acceptance statistics ``accept_prob [C]``.
-
-        Every chain has made the same number of steps :math:`t`, so the coefficients are
-        Python scalars and the update is a handful of fused tensor operations."""
+        """One dual-averaging step with acceptance statistics ``accept_prob [C]``."""
         alpha = torch.nan_to_num(accept_prob.to(self.h_bar.dtype), nan=0.0).clamp(0.0, 1.0)
-        t = self._steps() + 1.0
-        self.t = self.t + 1
-        self._count = t
+        self.t += 1
+        t = float(self.t)
         eta = 1.0 / (t + self.t0)
         # h_bar <- (1 - eta) h_bar + eta (target - alpha)
         self.h_bar = torch.add(self.h_bar * (1.0 - eta), alpha, alpha=-eta).add_(eta * self.target)
@@ -94,20 +91,12 @@ class DualAveraging:
         x = t ** (-self.kappa)
         self.log_eps_bar = torch.add(self.log_eps_bar * (1.0 - x), self.log_eps, alpha=x)
 
-    def _steps(self) -> float:
-        """:math:`t` as a Python number (cached; read from ``t`` after a restore)."""
-        count = getattr(self, "_count", None)
-        if count is None:
-            count = float(self.t.flatten()[0]) if self.t.numel() else 0.0
-        return count
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
+    def state_dict(self) -> dict:
         return {k: getattr(self, k) for k in ("log_eps", "log_eps_bar", "h_bar", "mu", "t")}
 
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+    def load_state_dict(self, state: dict) -> None:
         for key, value in state.items():
             setattr(self, key, value)
-        self._count = None
 
 
 @dataclass

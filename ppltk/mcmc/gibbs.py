@@ -19,8 +19,12 @@ from ppltk.mcmc._base import Kernel, LogDensityFn, MCMCState, Params, init_state
 __all__ = ["Gibbs"]
 
 
-def _conditional(ld: LogDensityFn, full: torch.Tensor, idx: torch.Tensor) -> LogDensityFn:
-    """Log-density of block ``idx`` with the other coordinates fixed at ``full``."""
+def _conditional(
+    ld: LogDensityFn, state: MCMCState, idx: torch.Tensor
+) -> tuple[LogDensityFn, MCMCState]:
+    """Log-density of block ``idx`` with the other coordinates fixed at ``state.position``, and
+    the block's state (the full log-density, the block's coordinates and gradient)."""
+    full = state.position
 
     def block_ld(zb: torch.Tensor):
         z = full.clone()
@@ -28,7 +32,7 @@ def _conditional(ld: LogDensityFn, full: torch.Tensor, idx: torch.Tensor) -> Log
         lp, grad = ld(z)
         return lp, grad[:, idx]
 
-    return block_ld
+    return block_ld, MCMCState(full[:, idx], state.lp, state.grad[:, idx])
 
 
 class Gibbs(Kernel):
@@ -97,8 +101,7 @@ class Gibbs(Kernel):
     def tune_step_size(self, state, logdensity_and_grad, params, generator) -> list[Params]:
         tuned = []
         for ix, kernel, bp in zip(self.indices, self.kernels, params):
-            ld = _conditional(logdensity_and_grad, state.position, ix)
-            sub = MCMCState(state.position[:, ix], state.lp, state.grad[:, ix])
+            ld, sub = _conditional(logdensity_and_grad, state, ix)
             tuned.append(kernel.tune_step_size(sub, ld, bp, generator))
         return tuned
 
@@ -113,8 +116,7 @@ class Gibbs(Kernel):
         info: dict[str, torch.Tensor] = {}
         diverging = torch.zeros_like(state.lp, dtype=torch.bool)
         for b, (ix, kernel, bp) in enumerate(zip(self.indices, self.kernels, params)):
-            ld = _conditional(logdensity_and_grad, state.position, ix)
-            sub = MCMCState(state.position[:, ix], state.lp, state.grad[:, ix])
+            ld, sub = _conditional(logdensity_and_grad, state, ix)
             sub, sub_info = kernel.step(sub, ld, bp, generator)
             position = state.position.clone()
             position[:, ix] = sub.position

@@ -26,7 +26,16 @@ from ppltk.mcmc.integrators import (
 __all__ = ["HMC"]
 
 
-class HMC(Kernel):
+class HamiltonianKernel(Kernel):
+    """Base of the gradient-based kernels (HMC, NUTS): the initial step size comes from
+    :func:`~ppltk.mcmc.find_reasonable_step_size` (Stan's heuristic)."""
+
+    def tune_step_size(self, state, logdensity_and_grad, params, generator):
+        eps = find_reasonable_step_size(state, params, logdensity_and_grad, generator)
+        return Params(eps, params.inverse_mass)
+
+
+class HMC(HamiltonianKernel):
     """Hamiltonian Monte Carlo with a fixed trajectory of ``num_steps`` leapfrog steps.
 
     Parameters
@@ -55,10 +64,6 @@ class HMC(Kernel):
 
     def __repr__(self) -> str:
         return f"HMC(num_steps={self.num_steps}, jitter={self.jitter})"
-
-    def tune_step_size(self, state, logdensity_and_grad, params, generator):
-        eps = find_reasonable_step_size(state, params, logdensity_and_grad, generator)
-        return Params(eps, params.inverse_mass)
 
     def step(
         self,

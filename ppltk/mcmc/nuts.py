@@ -38,8 +38,9 @@ import math
 import torch
 
 from ppltk.errors import ArgumentError
-from ppltk.mcmc._base import Kernel, LogDensityFn, MCMCState, Params
-from ppltk.mcmc.integrators import find_reasonable_step_size, sample_momentum, velocity
+from ppltk.mcmc._base import LogDensityFn, MCMCState, Params
+from ppltk.mcmc.hmc import HamiltonianKernel
+from ppltk.mcmc.integrators import sample_momentum, velocity
 
 __all__ = ["NUTS"]
 
@@ -72,7 +73,7 @@ class _Leaves:
         )
 
 
-class NUTS(Kernel):
+class NUTS(HamiltonianKernel):
     """Batched No-U-Turn sampler.
 
     Parameters
@@ -110,10 +111,6 @@ class NUTS(Kernel):
 
     def __repr__(self) -> str:
         return f"NUTS(max_tree_depth={self.max_tree_depth})"
-
-    def tune_step_size(self, state, logdensity_and_grad, params, generator):
-        eps = find_reasonable_step_size(state, params, logdensity_and_grad, generator)
-        return Params(eps, params.inverse_mass)
 
     def step(
         self,
