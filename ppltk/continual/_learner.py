@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import torch
 
+from ppltk._progress import progress_bar
 from ppltk._rng import make_generator
 from ppltk.continual.bnn import FlatBNN, check_task_data
 from ppltk.errors import NotFittedError, ShapeError
 
-__all__ = ["ContinualLearner"]
+__all__ = ["ContinualLearner", "training_steps"]
+
+
+def training_steps(num_steps: int, desc: str, progress: bool):
+    """``range(num_steps)`` with a tqdm bar (see ``ppltk._progress``)."""
+    with progress_bar(num_steps, desc, progress) as bar:
+        for i in range(num_steps):
+            yield i
+            bar.update(1)
 
 
 class ContinualLearner:

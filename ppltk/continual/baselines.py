@@ -24,20 +24,11 @@ import torch
 from pyro.infer import TraceMeanField_ELBO
 from torch.func import jacrev, vmap
 
-from ppltk._progress import progress_bar
 from ppltk._rng import child_seed, pyro_seed
-from ppltk.continual._learner import ContinualLearner
+from ppltk.continual._learner import ContinualLearner, training_steps
 from ppltk.errors import ArgumentError
 
 __all__ = ["FineTuning", "VCL", "OnlineLaplace"]
-
-
-def _steps(num_steps: int, desc: str, progress: bool):
-    """``range(num_steps)`` with a tqdm bar (see ``ppltk._progress``)."""
-    with progress_bar(num_steps, desc, progress) as bar:
-        for i in range(num_steps):
-            yield i
-            bar.update(1)
 
 
 def _check_steps(num_steps: int, lr: float) -> None:
@@ -61,7 +52,7 @@ class _PointEstimate(ContinualLearner):
         theta = self.theta.clone().requires_grad_(True)
         opt = torch.optim.Adam([theta], lr=self.lr)
         n, k = X.shape[0], self.num_classes
-        for _ in _steps(self.num_steps, type(self).__name__, self.progress):
+        for _ in training_steps(self.num_steps, type(self).__name__, self.progress):
             opt.zero_grad()
             loss = -self.model.log_likelihood(theta[None], X, y, k)[0]
             if prior is not None:
@@ -137,16 +128,18 @@ class OnlineLaplace(_PointEstimate):
         self.mean = torch.zeros_like(self.theta)
 
     def _ggn_diagonal(self, X):
-        # diag(J^T (diag p - p p^T) J) summed over data, J the Jacobian of the K logits
+        # diag(J^T (diag p - p p^T) J) summed over data, J the Jacobian of the K logits:
+        # per point and coordinate, sum_k p_k J_k^2 - (sum_k p_k J_k)^2
         k = self.num_classes
 
         def logits(theta, x):
-            return self.model.logits(theta[None], x[None])[0, 0, :k]
+            out = self.model.logits(theta[None], x[None])[0, 0, :k]
+            return out, out
 
-        jac = vmap(jacrev(logits), in_dims=(None, 0))(self.theta, X)  # [n, K, D]
-        p = self.model.logits(self.theta[None], X)[0, :, :k].softmax(-1)  # [n, K]
-        hj = p[..., None] * jac - p[..., None] * (p[..., None] * jac).sum(1, keepdim=True)
-        return (jac * hj).sum((0, 1))
+        # one forward pass gives the Jacobian [n, K, D] and the logits [n, K] (aux)
+        jac, out = vmap(jacrev(logits, has_aux=True), in_dims=(None, 0))(self.theta, X)
+        p = out.softmax(-1)[..., None]  # [n, K, 1]
+        return ((p * jac.square()).sum(1) - (p * jac).sum(1).square()).sum(0)
 
     def _observe(self, X, y):
         prior = dist.Normal(self.mean, self.precision.rsqrt()).to_event(1)
@@ -200,7 +193,7 @@ class VCL(ContinualLearner):
         _check_steps(num_steps, lr)
         self.model = self._wrap(network)
         loc = self.model.initial_vector()
-        self.prior = dist.Normal(torch.zeros_like(loc), prior_scale).to_event(1)
+        self.prior = self.model.standard_prior(prior_scale)
         self.loc, self.scale = loc, torch.full_like(loc, prior_scale)
         self.init_scale = init_scale
         self.num_steps, self.lr, self.num_particles = num_steps, lr, num_particles
@@ -227,7 +220,7 @@ class VCL(ContinualLearner):
         opt = torch.optim.Adam([loc, rho], lr=self.lr)
         guide = self._guide(loc, rho)
         with pyro_seed(child_seed(self.generator)):
-            for _ in _steps(self.num_steps, "VCL", self.progress):
+            for _ in training_steps(self.num_steps, "VCL", self.progress):
                 opt.zero_grad()
                 loss = elbo.differentiable_loss(self._model, guide, X, y) / X.shape[0]
                 loss.backward()

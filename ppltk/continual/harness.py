@@ -63,8 +63,7 @@ class ContinualRun:
         acc = np.full_like(self.accuracy, np.nan)
         for i, row in enumerate(self.probabilities):
             for j, proba in enumerate(row):
-                pred = _decide(proba, self.tasks[j][1], setting)
-                acc[i, j] = float((pred == self.tasks[j][3].to(pred.device)).double().mean())
+                acc[i, j] = _score(proba, self.tasks[j], setting)[1]
         return acc
 
     @property
@@ -107,6 +106,12 @@ def _decide(proba: torch.Tensor, y_train: torch.Tensor, setting: str) -> torch.T
     return classes[proba[:, classes].argmax(-1)]
 
 
+def _score(proba: torch.Tensor, task, setting: str) -> tuple[torch.Tensor, float]:
+    """Predicted labels on ``task``'s test set and their accuracy against its test labels."""
+    pred = _decide(proba, task[1], setting)
+    return pred, float((pred == task[3].to(pred.device)).double().mean())
+
+
 def run_continual(
     learner_factory: Callable[[], object],
     tasks: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]],
@@ -137,10 +142,9 @@ def run_continual(
         learner.observe(X, y)
         seconds.append(time.perf_counter() - start)
         probabilities.append([learner.predict_proba(X_te) for _, _, X_te, _ in tasks[: i + 1]])
-        row = [_decide(p, tasks[j][1], setting) for j, p in enumerate(probabilities[-1])]
-        for j, pred in enumerate(row):
-            acc[i, j] = float((pred == tasks[j][3].to(pred.device)).double().mean())
-        predictions.append(row)
+        scored = [_score(p, tasks[j], setting) for j, p in enumerate(probabilities[-1])]
+        predictions.append([pred for pred, _ in scored])
+        acc[i, : i + 1] = [a for _, a in scored]
         bar.update(1)
     bar.close()
     return ContinualRun(acc, setting, predictions, seconds, probabilities, learner, list(tasks))

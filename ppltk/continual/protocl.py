@@ -29,8 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ppltk.continual._learner import ContinualLearner
-from ppltk.continual.baselines import _steps
+from ppltk.continual._learner import ContinualLearner, training_steps
 from ppltk.errors import ArgumentError, ShapeError
 
 __all__ = ["PrototypeState", "prior_state", "conjugate_update", "predictive_log_proba", "ProtoCL"]
@@ -164,7 +163,7 @@ class ProtoCL(ContinualLearner):
     def _train_encoder(self, X, y):
         opt = torch.optim.Adam(self.encoder.parameters(), lr=self.lr)
         n = X.shape[0]
-        for _ in _steps(self.num_steps, "ProtoCL", self.progress):
+        for _ in training_steps(self.num_steps, "ProtoCL", self.progress):
             # random support/query split: prototypes from support, predictive loss on query
             perm = torch.randperm(n, generator=self.generator)
             sup, qry = perm[: n // 2], perm[n // 2 :]
@@ -197,10 +196,10 @@ class ProtoCL(ContinualLearner):
         with torch.no_grad():
             z = self.encoder(Xs)
             state = conjugate_update(self._prior(z), z, ys, self.noise_var)
-        counts = z.new_zeros(self.num_classes)
-        if self.counts is not None:
-            counts[: len(self.counts)] = self.counts
-        self.counts = counts + torch.bincount(y, minlength=self.num_classes).to(counts)
+        counts = torch.bincount(y, minlength=self.num_classes).to(z)
+        if self.counts is not None:  # earlier classes; the new task may add classes
+            counts[: len(self.counts)] += self.counts
+        self.counts = counts
         self.state = PrototypeState(state.mean, state.var, self.alpha0 + self.counts)
         self._update_memory(X, y)
 

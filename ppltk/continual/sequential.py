@@ -23,11 +23,10 @@ import torch
 
 from ppltk._rng import child_seed
 from ppltk.continual._learner import ContinualLearner
-from ppltk.continual._sampling import sample_posterior
-from ppltk.continual.bnn import FlatBNN, make_logdensity_and_grad
+from ppltk.continual.bnn import make_logdensity_and_grad
 from ppltk.continual.densities import FittedDensity, fit_density
 from ppltk.errors import ArgumentError
-from ppltk.mcmc import Kernel
+from ppltk.mcmc import Kernel, sample_flat
 
 __all__ = ["SequentialBayes", "JointHMC"]
 
@@ -35,20 +34,24 @@ Sampler = Callable[..., torch.Tensor]
 
 
 class _PosteriorSampling(ContinualLearner):
-    """Common part: sample the posterior of the flat parameters under a prior on given data."""
+    """Common part: sample the posterior of the flat parameters under a prior on given data.
+
+    The constructor (also :class:`JointHMC`'s) takes the parameters of :class:`SequentialBayes`
+    without the density.
+    """
 
     def __init__(
         self,
         network,
-        sampler: str | Sampler,
-        num_chains: int,
-        num_warmup: int,
-        num_samples: int,
-        prior_scale: float,
-        num_predictive: int,
-        seed,
-        progress: bool,
-        dtype: torch.dtype,
+        sampler: str | Sampler = "nuts",
+        num_chains: int = 4,
+        num_warmup: int = 200,
+        num_samples: int = 200,
+        prior_scale: float = 1.0,
+        num_predictive: int = 100,
+        seed: int | torch.Generator = 0,
+        progress: bool = False,
+        dtype: torch.dtype = torch.float64,
     ):
         super().__init__(seed=seed, dtype=dtype)
         if not (callable(sampler) or isinstance(sampler, Kernel) or sampler in ("nuts", "hmc")):
@@ -64,7 +67,7 @@ class _PosteriorSampling(ContinualLearner):
             if not isinstance(value, int) or value < 1:
                 raise ArgumentError(f"Expected `{name}` to be a positive int, but found {value!r}")
         custom = hasattr(network, "log_likelihood") and hasattr(network, "dim")
-        self.model = network if custom else FlatBNN(network, dtype=dtype)
+        self.model = network if custom else self._wrap(network)
         self.classifier = not custom or hasattr(network, "predict_proba")
         self.sampler = sampler
         self.num_chains, self.num_warmup, self.num_samples = num_chains, num_warmup, num_samples
@@ -86,6 +89,8 @@ class _PosteriorSampling(ContinualLearner):
         return pooled[idx].clone()
 
     def _sample(self, prior: dist.Distribution, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Draw ``[C, S, D]`` from ``prior x likelihood``; record the wall time and a small info
+        dict (divergences after warm-up and mean sampler statistics; no divergence warnings)."""
         k = self.num_classes
         lp_fn = make_logdensity_and_grad(prior, lambda z: self.model.log_likelihood(z, X, y, k))
         kwargs = dict(
@@ -98,9 +103,18 @@ class _PosteriorSampling(ContinualLearner):
         if callable(self.sampler) and not isinstance(self.sampler, Kernel):
             samples, info = self.sampler(lp_fn, init, **kwargs), {}
         else:
-            samples, info = sample_posterior(
-                lp_fn, init, kernel=self.sampler, progress=self.progress, **kwargs
+            out = sample_flat(
+                lp_fn,
+                init,
+                kernel=self.sampler,
+                progress=self.progress,
+                warn_divergences=False,
+                **kwargs,
             )
+            samples, info = out.positions, {"num_divergences": out.num_divergences}
+            for name in ("accept_prob", "step_size", "n_steps", "tree_depth"):
+                if name in out.stats:
+                    info[f"mean_{name}"] = float(out.stats[name].double().mean())
         self.sample_times.append(time.perf_counter() - start)
         self.sampler_info.append(info)
         self.samples = samples.detach()
@@ -172,15 +186,15 @@ class SequentialBayes(_PosteriorSampling):
             )
         super().__init__(
             network,
-            sampler,
-            num_chains,
-            num_warmup,
-            num_samples,
-            prior_scale,
-            num_predictive,
-            seed,
-            progress,
-            dtype,
+            sampler=sampler,
+            num_chains=num_chains,
+            num_warmup=num_warmup,
+            num_samples=num_samples,
+            prior_scale=prior_scale,
+            num_predictive=num_predictive,
+            seed=seed,
+            progress=progress,
+            dtype=dtype,
         )
         self.density = density
         self.density_kwargs = dict(density_kwargs or {})
@@ -205,35 +219,8 @@ class JointHMC(_PosteriorSampling):
     Parameters are those of :class:`SequentialBayes` without the density.
     """
 
-    def __init__(
-        self,
-        network,
-        sampler: str | Sampler = "nuts",
-        num_chains: int = 4,
-        num_warmup: int = 200,
-        num_samples: int = 200,
-        prior_scale: float = 1.0,
-        num_predictive: int = 100,
-        seed: int | torch.Generator = 0,
-        progress: bool = False,
-        dtype: torch.dtype = torch.float64,
-    ):
-        super().__init__(
-            network,
-            sampler,
-            num_chains,
-            num_warmup,
-            num_samples,
-            prior_scale,
-            num_predictive,
-            seed,
-            progress,
-            dtype,
-        )
-        self._X: list[torch.Tensor] = []
-        self._y: list[torch.Tensor] = []
-
     def _observe(self, X: torch.Tensor, y: torch.Tensor) -> None:
-        self._X.append(X)
-        self._y.append(y)
-        self._sample(self.base_prior, torch.cat(self._X), torch.cat(self._y))
+        if self.num_tasks > 0:  # all data so far
+            X, y = torch.cat([self._X, X]), torch.cat([self._y, y])
+        self._sample(self.base_prior, X, y)
+        self._X, self._y = X, y  # kept only once the task is learnt

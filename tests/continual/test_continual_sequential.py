@@ -62,6 +62,18 @@ def _joint(tasks):
     )
 
 
+def _final_draws_vs_joint(learner, tasks):
+    """Pooled final draws, the joint posterior, N_eff and the tolerance of the final-draw mean.
+
+    Final-draw mean: stage errors (<= Sigma_T / N_eff each, T stages) plus the final draws'
+    own MC error; N_eff: the final task's ESS (earlier tasks' chains are alike).
+    """
+    mean, cov = _joint(tasks)
+    n_eff = _n_eff(learner.samples)
+    tol = 4.5 * ((len(tasks) + 1) * cov.diagonal() / n_eff).sqrt()
+    return learner.samples.flatten(0, 1), mean, cov, n_eff, tol
+
+
 def test_sequential_gaussian_with_exact_samples_equals_joint():
     """Plumbing: exact posterior samples -> Gaussian fit -> next prior gives the joint posterior."""
     tasks = _regression_tasks()
@@ -122,12 +134,7 @@ def test_sequential_gaussian_nuts_equals_joint_within_mc_error():
     )
     for task in tasks:
         learner.observe(*task)
-    mean, cov = _joint(tasks)
-    draws = learner.samples.flatten(0, 1)
-    # Final-draw mean: stage errors (<= Sigma_T / N_eff each, T stages) plus the final draws'
-    # own MC error; N_eff: the final task's ESS (earlier tasks' chains are alike).
-    n_eff = _n_eff(learner.samples)
-    tol = 4.5 * ((len(tasks) + 1) * cov.diagonal() / n_eff).sqrt()
+    draws, mean, cov, n_eff, tol = _final_draws_vs_joint(learner, tasks)
     assert ((draws.mean(0) - mean).abs() < tol).all()
     rel = (draws.var(0) / cov.diagonal() - 1).abs()
     assert (rel < 4.5 * (2 * (len(tasks) + 1) / n_eff) ** 0.5).all()
@@ -218,11 +225,8 @@ def test_sequential_gmm_and_flow_priors_recover_joint_posterior(density):
     )
     for task in tasks:
         learner.observe(*task)
-    mean, cov = _joint(tasks)
-    draws = learner.samples.flatten(0, 1)
     # as in the NUTS test: (T + 1) stages of MC error, N_eff from ArviZ
-    n_eff = _n_eff(learner.samples)
-    tol = 4.5 * ((len(tasks) + 1) * cov.diagonal() / n_eff).sqrt()
+    draws, mean, _, _, tol = _final_draws_vs_joint(learner, tasks)
     assert ((draws.mean(0) - mean).abs() < tol).all()
     assert learner.densities[-1].kind == density
     assert len(learner.densities) == 2 and all(
