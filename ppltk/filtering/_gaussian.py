@@ -19,9 +19,10 @@ __all__ = [
     "matvec",
     "predict_linear",
     "update_with_gain",
-    "rts_step",
     "rts_step_cross",
+    "rts_smooth",
     "mask_missing",
+    "expand_state",
 ]
 
 
@@ -108,30 +109,28 @@ def update_with_gain(
     return GaussianState(mean, symmetrize(cov)), loglik
 
 
+def expand_state(
+    mean: torch.Tensor, cov: torch.Tensor, batch_shape: tuple[int, ...]
+) -> GaussianState:
+    """The belief ``N(mean [d], cov [d, d])`` broadcast (as views) to ``batch_shape`` streams."""
+    d = mean.shape[-1]
+    return GaussianState(mean.expand(*batch_shape, d), cov.expand(*batch_shape, d, d))
+
+
 def mask_missing(
     observed: torch.Tensor,
     posterior: GaussianState,
     prior: GaussianState,
     loglik: torch.Tensor,
 ) -> tuple[GaussianState, torch.Tensor]:
-    """Keep the prior (and a zero log-likelihood) in streams whose observation row is missing."""
+    """Keep the prior in streams whose observation row is missing.
+
+    ``loglik [...]`` (a log-likelihood, or any per-stream value such as a boolean flag) is
+    zeroed there.
+    """
     mean = torch.where(observed.unsqueeze(-1), posterior.mean, prior.mean)
     cov = torch.where(observed[..., None, None], posterior.cov, prior.cov)
     return GaussianState(mean, cov), torch.where(observed, loglik, torch.zeros_like(loglik))
-
-
-def rts_step(
-    filtered: GaussianState,
-    predicted_next: GaussianState,
-    smoothed_next: GaussianState,
-    A: torch.Tensor,
-) -> GaussianState:
-    r"""One backward Rauch–Tung–Striebel step of a linear model (see :func:`rts_step_cross`).
-
-    The cross covariance is :math:`\operatorname{Cov}(z_t, z_{t+1} \mid x_{1:t}) = \Sigma_t A^\top`;
-    exact for linear-Gaussian models: returns :math:`p(z_t \mid x_{1:T})`.
-    """
-    return rts_step_cross(filtered, predicted_next, smoothed_next, filtered.cov @ A.mT)
 
 
 def rts_step_cross(
@@ -158,3 +157,20 @@ def rts_step_cross(
     mean = filtered.mean + matvec(G, smoothed_next.mean - predicted_next.mean)
     cov = filtered.cov + G @ (smoothed_next.cov - predicted_next.cov) @ G.mT
     return GaussianState(mean, symmetrize(cov))
+
+
+def rts_smooth(
+    filtered: list[GaussianState], predicted: list[GaussianState], crosses: list[torch.Tensor]
+) -> list[GaussianState]:
+    r"""The backward pass: :func:`rts_step_cross` from the last step back to the first.
+
+    ``filtered[t]`` is :math:`p(z_t \mid x_{1:t})`, ``predicted[t]`` is
+    :math:`p(z_t \mid x_{1:t-1})` and ``crosses[t]`` is
+    :math:`\operatorname{Cov}(z_{t-1}, z_t \mid x_{1:t-1})` (entry 0 unused). Returns
+    :math:`p(z_t \mid x_{1:T})` for every ``t``. For a linear model
+    (``crosses[t] = \Sigma_{t-1} A^\top``) it is the exact Rauch–Tung–Striebel smoother.
+    """
+    smoothed = [filtered[-1]]
+    for t in range(len(filtered) - 2, -1, -1):
+        smoothed.append(rts_step_cross(filtered[t], predicted[t + 1], smoothed[-1], crosses[t + 1]))
+    return smoothed[::-1]

@@ -35,7 +35,14 @@ from ppltk.filtering._checks import (
     check_matrix,
     check_training_pair,
 )
-from ppltk.filtering._gaussian import GaussianState, matvec, predict_linear, symmetrize
+from ppltk.filtering._gaussian import (
+    GaussianState,
+    expand_state,
+    mask_missing,
+    matvec,
+    predict_linear,
+    symmetrize,
+)
 from ppltk.filtering.covariance import make_covariance
 from ppltk.filtering.fit import fit_state_dynamics, stationary_covariance
 from ppltk.filtering.regressors import make_regressor
@@ -270,9 +277,7 @@ class DiscriminativeKalmanFilter:
         f = torch.where(observed.unsqueeze(-1), f, torch.zeros_like(f))
         Q = torch.where(observed[..., None, None], Q, 0.5 * self.S.expand_as(Q))
         post, fired = dkf_update(prior, f, Q, self.S, S_inv=self.S_inv, **options)
-        mean = torch.where(observed.unsqueeze(-1), post.mean, prior.mean)
-        cov = torch.where(observed[..., None, None], post.cov, prior.cov)
-        return GaussianState(mean, cov), fired & observed
+        return mask_missing(observed, post, prior, fired)  # fired & observed
 
     def filter(self, X) -> tuple[torch.Tensor, torch.Tensor]:
         """Filter streams ``X [..., T, n]``: means ``[..., T, d]``, covs ``[..., T, d, d]``.
@@ -287,10 +292,7 @@ class DiscriminativeKalmanFilter:
         f, Q = self.predict_measurement(torch.nan_to_num(X, nan=0.0))
         if bool(observed.all()):
             observed = observed.new_ones(()).expand(X.shape[-2])
-        d = self.A.shape[-1]
-        state = GaussianState(
-            self.init_mean.expand(*X.shape[:-2], d), self.init_cov.expand(*X.shape[:-2], d, d)
-        )
+        state = expand_state(self.init_mean, self.init_cov, X.shape[:-2])
         means, covs, fires = [], [], torch.zeros((), dtype=torch.long, device=X.device)
         for t in range(X.shape[-2]):
             prior = predict_linear(state, self.A, self.Gamma)
@@ -314,10 +316,7 @@ class DiscriminativeKalmanFilter:
     def reset(self, batch_shape: tuple[int, ...] = ()) -> None:
         """Restart the online filter at :math:`z_0 \\sim N(m_0, P_0)` for ``batch_shape``."""
         check_fitted(self, "A")
-        d = self.A.shape[-1]
-        self.state_ = GaussianState(
-            self.init_mean.expand(*batch_shape, d), self.init_cov.expand(*batch_shape, d, d)
-        )
+        self.state_ = expand_state(self.init_mean, self.init_cov, batch_shape)
 
     def step(self, x) -> tuple[torch.Tensor, torch.Tensor]:
         """Online update with one observation ``x [..., n]``; returns the new mean and covariance.

@@ -20,10 +20,11 @@ import torch
 from ppltk.filtering._checks import as_float_tensor, check_fitted, check_matrix, check_observations
 from ppltk.filtering._gaussian import (
     GaussianState,
+    expand_state,
     mask_missing,
     matvec,
     predict_linear,
-    rts_step,
+    rts_smooth,
     update_with_gain,
 )
 from ppltk.filtering.fit import fit_linear_observation, fit_state_dynamics
@@ -164,10 +165,8 @@ class KalmanFilter:
         """The belief about :math:`z_0`, expanded to ``batch_shape`` (covariance kept
         ``[d, d]`` when ``shared_cov``)."""
         check_fitted(self, "A")
-        d = self.state_dim
-        mean = self.init_mean.expand(*batch_shape, d)
-        cov = self.init_cov if shared_cov else self.init_cov.expand(*batch_shape, d, d)
-        return GaussianState(mean, cov)
+        state = expand_state(self.init_mean, self.init_cov, batch_shape)
+        return state._replace(cov=self.init_cov) if shared_cov else state
 
     def predict_update(
         self, state: GaussianState, x: torch.Tensor, missing: bool = True
@@ -244,14 +243,11 @@ class KalmanFilter:
         r"""RTS-smoothed means ``[..., T, d]`` and covariances of :math:`p(z_t \mid x_{1:T})`."""
         out, batch = self._forward(X)
         T = out.means.shape[-2]
-        means, covs = [out.means[..., -1, :]], [out.covs[..., -1, :, :]]
-        for t in range(T - 2, -1, -1):
-            smoothed = rts_step(
-                GaussianState(out.means[..., t, :], out.covs[..., t, :, :]),
-                GaussianState(out.pred_means[..., t + 1, :], out.pred_covs[..., t + 1, :, :]),
-                GaussianState(means[-1], covs[-1]),
-                self.A,
-            )
-            means.append(smoothed.mean)
-            covs.append(smoothed.cov)
-        return torch.stack(means[::-1], -2), self._expand(torch.stack(covs[::-1], -3), batch)
+        filtered = [GaussianState(out.means[..., t, :], out.covs[..., t, :, :]) for t in range(T)]
+        predicted = [
+            GaussianState(out.pred_means[..., t, :], out.pred_covs[..., t, :, :]) for t in range(T)
+        ]
+        crosses = [None] + [s.cov @ self.A.mT for s in filtered[:-1]]
+        smoothed = rts_smooth(filtered, predicted, crosses)
+        means = torch.stack([s.mean for s in smoothed], -2)
+        return means, self._expand(torch.stack([s.cov for s in smoothed], -3), batch)

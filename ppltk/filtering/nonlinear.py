@@ -22,9 +22,10 @@ from ppltk.errors import ArgumentError
 from ppltk.filtering._checks import as_float_tensor, check_matrix, check_observations
 from ppltk.filtering._gaussian import (
     GaussianState,
+    expand_state,
     mask_missing,
     matvec,
-    rts_step_cross,
+    rts_smooth,
     symmetrize,
     update_with_gain,
 )
@@ -87,38 +88,33 @@ class _NonlinearFilter:
             raise ArgumentError(f"Expected `{name}` to be a matrix or a callable, but found None")
         return check_matrix(as_float_tensor(fn, name, self.init_mean), name, rows, cols)
 
+    def _predict_update(self, state: GaussianState, x: torch.Tensor):
+        """One step (NaN row: keep the prediction). Returns ``(posterior, prior, cross, loglik)``."""
+        prior, cross = self.predict(state)
+        post, loglik = self.update(prior, torch.nan_to_num(x, nan=0.0))
+        post, loglik = mask_missing(~torch.isnan(x).any(-1), post, prior, loglik)
+        return post, prior, cross, loglik
+
     def _loop(self, X):
         X = check_observations(as_float_tensor(X, "X", self.init_mean), "X", self.R.shape[-1])
-        d = self.init_mean.shape[-1]
-        state = GaussianState(
-            self.init_mean.expand(*X.shape[:-2], d), self.init_cov.expand(*X.shape[:-2], d, d)
-        )
+        state = expand_state(self.init_mean, self.init_cov, X.shape[:-2])
         records, total = [], torch.zeros((), dtype=X.dtype, device=X.device)
         for t in range(X.shape[-2]):
-            x = X[..., t, :]
-            observed = ~torch.isnan(x).any(-1)
-            prior, cross = self.predict(state)
-            post, loglik = self.update(prior, torch.nan_to_num(x, nan=0.0))
-            state, loglik = mask_missing(observed, post, prior, loglik)
+            state, prior, cross, loglik = self._predict_update(state, X[..., t, :])
             records.append((state, prior, cross))
             total = total + loglik
         return records, total
 
     def reset(self, batch_shape: tuple[int, ...] = ()) -> None:
         """Restart the online filter (:meth:`step`) at :math:`z_0` for ``batch_shape`` streams."""
-        d = self.init_mean.shape[-1]
-        self.state_ = GaussianState(
-            self.init_mean.expand(*batch_shape, d), self.init_cov.expand(*batch_shape, d, d)
-        )
+        self.state_ = expand_state(self.init_mean, self.init_cov, batch_shape)
 
     def step(self, x) -> GaussianState:
         """Online update with one observation row ``x [..., m]`` (NaN row: no update)."""
         x = as_float_tensor(x, "x", self.init_mean)
         if getattr(self, "state_", None) is None:
             self.reset(x.shape[:-1])
-        prior, _ = self.predict(self.state_)
-        post, loglik = self.update(prior, torch.nan_to_num(x, nan=0.0))
-        self.state_ = mask_missing(~torch.isnan(x).any(-1), post, prior, loglik)[0]
+        self.state_ = self._predict_update(self.state_, x)[0]
         return self.state_
 
     def filter(self, X) -> tuple[torch.Tensor, torch.Tensor]:
@@ -133,14 +129,10 @@ class _NonlinearFilter:
         """RTS-type smoother (extended or unscented): means ``[..., T, d]``, covariances.
 
         Uses the cross covariance :math:`\\operatorname{Cov}(z_t, z_{t+1})` each filter
-        computed in its prediction (:func:`~ppltk.filtering._gaussian.rts_step_cross`).
+        computed in its prediction (:func:`~ppltk.filtering._gaussian.rts_smooth`).
         """
         records, _ = self._loop(X)
-        smoothed = [records[-1][0]]
-        for t in range(len(records) - 2, -1, -1):
-            _, prior_next, cross_next = records[t + 1]
-            smoothed.append(rts_step_cross(records[t][0], prior_next, smoothed[-1], cross_next))
-        smoothed = smoothed[::-1]
+        smoothed = rts_smooth(*zip(*records))
         means = torch.stack([s.mean for s in smoothed], -2)
         return means, torch.stack([s.cov for s in smoothed], -3)
 

@@ -91,6 +91,13 @@ def geometric_gammas(
     return exps.exp().to(device)
 
 
+def _default_gammas(num_processes, gamma_min, gamma_max, horizon: float) -> torch.Tensor:
+    """:func:`geometric_gammas` with the default range ``[0.1, 100] / horizon`` where unset."""
+    gmin = 0.1 / horizon if gamma_min is None else gamma_min
+    gmax = 100.0 / horizon if gamma_max is None else gamma_max
+    return geometric_gammas(num_processes, gmin, gmax)
+
+
 def _norm_const(hurst: torch.Tensor, kind: str, normalisation: str) -> torch.Tensor:
     """The constant :math:`c_H` in front of the fBM kernel (see the module docstring)."""
     a = hurst + 0.5
@@ -213,8 +220,11 @@ class OmegaFunction(torch.autograd.Function):
         return grad_h, None, None, None, None
 
 
-def ou_increment_covariance(gammas: torch.Tensor, dt: float) -> torch.Tensor:
-    r"""Covariance of :math:`\xi_k = \int_0^{dt} e^{-\gamma_k(dt-s)} dW(s)`: :math:`(1-e^{-s\,dt})/s`."""
+def ou_increment_covariance(gammas: torch.Tensor, dt: float | torch.Tensor) -> torch.Tensor:
+    r"""Covariance of :math:`\xi_k = \int_0^{dt} e^{-\gamma_k(dt-s)} dW(s)`: :math:`(1-e^{-s\,dt})/s`.
+
+    A tensor ``dt [..., 1, 1]`` gives a batch ``[..., K, K]``.
+    """
     return _expm1_ratio(_pair_sum(gammas), dt)
 
 
@@ -274,12 +284,14 @@ class MarkovFBM:
             raise ArgumentError(f"Expected a scalar `hurst` in (0, 1), but found {hurst!r}")
         self.horizon, self.kind, self.normalisation = float(horizon), kind, normalisation
         if gammas is None:
-            gmin = 0.1 / horizon if gamma_min is None else gamma_min
-            gmax = 100.0 / horizon if gamma_max is None else gamma_max
-            gammas = geometric_gammas(num_processes, gmin, gmax)
+            gammas = _default_gammas(num_processes, gamma_min, gamma_max, horizon)
         self.gammas = torch.as_tensor(gammas, dtype=torch.float64).reshape(-1)
-        self.num_processes = self.gammas.numel()
         self.omega = optimal_omega(self.hurst, self.gammas, self.horizon, kind, normalisation)
+
+    @property
+    def num_processes(self) -> int:
+        """The number :math:`K` of OU processes (``len(gammas)``)."""
+        return self.gammas.numel()
 
     def system(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The linear system ``(A, b)`` whose solution is :attr:`omega`."""
@@ -341,10 +353,11 @@ class MarkovFBM:
         else:
             y = torch.zeros(num_paths, K, dtype=torch.float64)
         y0, states = y.clone(), [y]
-        for dt in torch.diff(ts).tolist():
-            root = _psd_sqrt(ou_increment_covariance(g, dt))
+        dts = torch.diff(ts)
+        roots = _psd_sqrt(ou_increment_covariance(g, dts[:, None, None]))  # one batched eigh
+        for root, decay in zip(roots, torch.exp(-g * dts[:, None])):
             noise = torch.randn(num_paths, K, generator=gen, dtype=torch.float64) @ root.T
-            y = torch.exp(-g * dt) * y + noise
+            y = decay * y + noise
             states.append(y)
         ys = torch.stack(states, 1)
         paths = (ys - y0[:, None, :]) @ self.omega if self.kind == "I" else ys @ self.omega
@@ -358,6 +371,6 @@ class MarkovFBM:
 
 
 def _psd_sqrt(cov: torch.Tensor) -> torch.Tensor:
-    """A square root ``L`` with ``L L^T = cov`` for a PSD (possibly singular) matrix."""
+    """A square root ``L`` with ``L L^T = cov`` for PSD (possibly singular) matrices ``[..., K, K]``."""
     evals, evecs = torch.linalg.eigh(cov)
-    return evecs * evals.clamp_min(0).sqrt()
+    return evecs * evals.clamp_min(0).sqrt().unsqueeze(-2)

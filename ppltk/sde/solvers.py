@@ -34,8 +34,8 @@ from ppltk._rng import make_generator
 from ppltk.errors import ArgumentError, ShapeError
 from ppltk.sde.markov_fbm import (
     _check_options,
+    _default_gammas,
     _psd_sqrt,
-    geometric_gammas,
     optimal_omega,
     ou_increment_covariance,
 )
@@ -96,9 +96,7 @@ class FractionalSDE(nn.Module):
         if brownian:
             gammas = torch.zeros(1, dtype=torch.float64)
         else:
-            gmin = 0.1 / horizon if gamma_min is None else gamma_min
-            gmax = 100.0 / horizon if gamma_max is None else gamma_max
-            gammas = geometric_gammas(num_processes, gmin, gmax)
+            gammas = _default_gammas(num_processes, gamma_min, gamma_max, horizon)
         self.register_buffer("gammas", gammas)
         logit = torch.logit(torch.tensor(float(hurst), dtype=torch.float64))
         self.hurst_logit = nn.Parameter(logit, requires_grad=bool(learn_hurst) and not brownian)

@@ -67,6 +67,15 @@ def h_torch(z):
     )
 
 
+def _make(cls, transition, Gamma, R, **kwargs):
+    """``cls`` with observation map ``h_torch`` and :math:`z_0 \\sim N(0, I_2)`."""
+    if isinstance(transition, np.ndarray):
+        transition = torch.as_tensor(transition)
+    init = (torch.zeros(2, dtype=torch.float64), torch.eye(2, dtype=torch.float64))
+    args = (transition, h_torch, torch.as_tensor(Gamma), torch.as_tensor(R), *init)
+    return cls(*args, **kwargs)
+
+
 def test_ekf_matches_filterpy():
     A, Gamma, R, X = _nonlinear_problem()
     fp = FilterpyEKF(dim_x=2, dim_z=3)
@@ -77,14 +86,7 @@ def test_ekf_matches_filterpy():
         z = x.ravel()
         return np.array([[np.cos(z[0]), 1.0], [z[1], z[0]], [0.0, 0.5 * np.exp(0.5 * z[1])]])
 
-    ekf = ExtendedKalmanFilter(
-        torch.as_tensor(A),
-        h_torch,
-        torch.as_tensor(Gamma),
-        torch.as_tensor(R),
-        torch.zeros(2, dtype=torch.float64),
-        torch.eye(2, dtype=torch.float64),
-    )
+    ekf = _make(ExtendedKalmanFilter, A, Gamma, R)
     means, covs = ekf.filter(torch.as_tensor(X))
     for t, obs in enumerate(X):
         fp.predict()
@@ -99,13 +101,11 @@ def test_ukf_matches_filterpy(alpha, kappa):
     points = MerweScaledSigmaPoints(2, alpha=alpha, beta=2.0, kappa=kappa)
     fp = FilterpyUKF(2, 3, dt=1.0, hx=h_numpy, fx=lambda x, dt: A @ x, points=points)
     fp.Q, fp.R, fp.x, fp.P = Gamma, R, np.zeros(2), np.eye(2)
-    ukf = UnscentedKalmanFilter(
+    ukf = _make(
+        UnscentedKalmanFilter,
         lambda z: z @ torch.as_tensor(A).mT,
-        h_torch,
-        torch.as_tensor(Gamma),
-        torch.as_tensor(R),
-        torch.zeros(2, dtype=torch.float64),
-        torch.eye(2, dtype=torch.float64),
+        Gamma,
+        R,
         alpha=alpha,
         kappa=kappa,
     )
@@ -122,14 +122,7 @@ def test_nonlinear_batched_equals_loop(cls):
     A, Gamma, R, _ = _nonlinear_problem()
     Xs = torch.as_tensor(np.stack([_nonlinear_problem(seed=s, T=12)[3] for s in range(4)]))
     Xs[1, 3] = float("nan")
-    f = cls(
-        torch.as_tensor(A),
-        h_torch,
-        torch.as_tensor(Gamma),
-        torch.as_tensor(R),
-        torch.zeros(2, dtype=torch.float64),
-        torch.eye(2, dtype=torch.float64),
-    )
+    f = _make(cls, A, Gamma, R)
     means, covs = f.filter(Xs)
     for i in range(4):
         m_i, c_i = f.filter(Xs[i])
@@ -151,10 +144,9 @@ def test_ekf_analytic_jacobian_equals_autodiff():
         ]
         return torch.stack(rows, -2)
 
-    args = (torch.as_tensor(A), h_torch, torch.as_tensor(Gamma), torch.as_tensor(R))
-    init = (torch.zeros(2, dtype=torch.float64), torch.eye(2, dtype=torch.float64))
-    auto = ExtendedKalmanFilter(*args, *init).filter(torch.as_tensor(X))
-    manual = ExtendedKalmanFilter(*args, *init, observation_jacobian=jac).filter(torch.as_tensor(X))
+    auto = _make(ExtendedKalmanFilter, A, Gamma, R).filter(torch.as_tensor(X))
+    manual = _make(ExtendedKalmanFilter, A, Gamma, R, observation_jacobian=jac)
+    manual = manual.filter(torch.as_tensor(X))
     torch.testing.assert_close(auto[0], manual[0], atol=1e-12, rtol=0)
     torch.testing.assert_close(auto[1], manual[1], atol=1e-12, rtol=0)
 
@@ -164,14 +156,7 @@ def test_nonlinear_online_step_equals_filter(cls):
     A, Gamma, R, X = _nonlinear_problem(seed=14, T=10)
     X = torch.as_tensor(X)
     X[3] = float("nan")
-    f = cls(
-        torch.as_tensor(A),
-        h_torch,
-        torch.as_tensor(Gamma),
-        torch.as_tensor(R),
-        torch.zeros(2, dtype=torch.float64),
-        torch.eye(2, dtype=torch.float64),
-    )
+    f = _make(cls, A, Gamma, R)
     means, _ = f.filter(X)
     online = torch.stack([f.step(x).mean for x in X])
     torch.testing.assert_close(online, means, atol=1e-12, rtol=0)
@@ -192,14 +177,7 @@ def test_ukf_smoother_matches_filterpy_rts_smoother():
     fp.Q, fp.R, fp.x, fp.P = Gamma, R, np.zeros(2), np.eye(2)
     fp_means, fp_covs = fp.batch_filter(list(X))
     fp_smooth, fp_smooth_covs, _ = fp.rts_smoother(fp_means, fp_covs)
-    ukf = UnscentedKalmanFilter(
-        g_torch,
-        h_torch,
-        torch.as_tensor(Gamma),
-        torch.as_tensor(R),
-        torch.zeros(2, dtype=torch.float64),
-        torch.eye(2, dtype=torch.float64),
-    )
+    ukf = _make(UnscentedKalmanFilter, g_torch, Gamma, R)
     means, covs = ukf.smooth(torch.as_tensor(X))
     np.testing.assert_allclose(means.numpy(), fp_smooth, atol=1e-10, rtol=0)
     np.testing.assert_allclose(covs.numpy(), fp_smooth_covs, atol=1e-10, rtol=0)
