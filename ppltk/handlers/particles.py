@@ -12,6 +12,7 @@ __all__ = [
     "LogWeightMessenger",
     "PARTICLE_PLATE",
     "per_particle",
+    "site_log_prob",
 ]
 
 PARTICLE_PLATE = "_ppltk_particles"
@@ -44,6 +45,18 @@ def per_particle(log_prob: torch.Tensor, num_particles: int, dim: int) -> torch.
     return lp.reshape(lp.shape[-1:]).expand(num_particles)
 
 
+def site_log_prob(site) -> torch.Tensor | None:
+    """A sample site's log-probability times its ``scale``, zero where masked out;
+    ``None`` when the whole site is masked (``mask=False``)."""
+    mask = site.get("mask")
+    if mask is False:
+        return None
+    lp = site["fn"].log_prob(site["value"]) * site["scale"]
+    if mask is not None and mask is not True:
+        lp = torch.where(mask, lp, 0.0)
+    return lp
+
+
 class LogWeightMessenger(Messenger):
     r"""Accumulate :math:`\sum_{\text{observed sites}} \text{scale}\cdot\log p(y \mid \cdot)`
     per particle.
@@ -61,10 +74,8 @@ class LogWeightMessenger(Messenger):
         self.log_weight: torch.Tensor | float = 0.0
 
     def _postprocess_message(self, msg) -> None:
-        mask = msg.get("mask")
-        if msg["type"] != "sample" or not msg["is_observed"] or mask is False:
+        if msg["type"] != "sample" or not msg["is_observed"]:
             return
-        lp = msg["fn"].log_prob(msg["value"]) * msg["scale"]
-        if mask is not None and mask is not True:
-            lp = torch.where(mask, lp, 0.0)
-        self.log_weight = self.log_weight + per_particle(lp, self.num_particles, self.dim)
+        lp = site_log_prob(msg)
+        if lp is not None:
+            self.log_weight = self.log_weight + per_particle(lp, self.num_particles, self.dim)

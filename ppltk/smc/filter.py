@@ -205,12 +205,11 @@ def _advance(
 
 def _record(rec, pop, increment, resampled, ancestors, store_history) -> torch.Tensor:
     """Append the step's diagnostics; returns the ESS (reused by the next resampling)."""
-    w = pop.weights
-    ess = 1.0 / (w * w).sum(-1)
+    ess = pop.ess
     rec["inc"].append(increment)
     rec["ess"].append(ess)
     rec["res"].append(resampled)
-    moments = _moments(pop.particles, w)
+    moments = _moments(pop.particles, pop.weights)
     rec["mean"].append(None if moments is None else moments[0])
     rec["var"].append(None if moments is None else moments[1])
     if store_history:

@@ -37,6 +37,36 @@ def batched_log_likelihood(make_ssm, ys, theta, num_particles, generator, **pf) 
     return out.log_evidence
 
 
+def _pmmh_step(make_ssm, log_prior, ys, theta, lp, ll, scale, num_particles, generator, pf):
+    r"""One batched pseudo-marginal random-walk MH step for every row of ``theta [C, D]``.
+
+    ``lp``/``ll`` are the current rows' log-prior and :math:`\log\hat p_N(y\mid\theta)`;
+    ``scale`` is a scalar, ``[D]`` standard deviations or a ``[D, D]`` Cholesky factor.
+    Proposals outside the prior's support are rejected without a filter run on them. Returns
+    ``(theta, lp, ll, accept [C] bool, log_alpha [C], filter output of the proposals)``.
+    """
+    eps = torch.randn(theta.shape, dtype=theta.dtype, device=theta.device, generator=generator)
+    prop = theta + (eps @ scale.mT if scale.ndim == 2 else eps * scale)
+    lp_prop = log_prior(prop)
+    valid = torch.isfinite(lp_prop)
+    safe = torch.where(valid[:, None], prop, theta)
+    out = particle_filter(
+        make_ssm(safe), ys, num_particles, batch_shape=theta.shape[:1], seed=generator, **pf
+    )
+    ll_prop = out.log_evidence.to(ll.dtype)
+    log_alpha = torch.where(valid, lp_prop + ll_prop - lp - ll, -torch.inf)
+    u = torch.rand(log_alpha.shape, dtype=theta.dtype, device=theta.device, generator=generator)
+    accept = torch.log(u) < log_alpha
+    return (
+        torch.where(accept[:, None], prop, theta),
+        torch.where(accept, lp_prop, lp),
+        torch.where(accept, ll_prop, ll),
+        accept,
+        log_alpha,
+        out,
+    )
+
+
 def pmmh(
     make_ssm: Callable[[torch.Tensor], object],
     log_prior: Callable[[torch.Tensor], torch.Tensor],
@@ -81,23 +111,9 @@ def pmmh(
     draws, accepts, lls = [], [], []
     with progress_bar(num_samples, "PMMH", progress) as bar:
         for _ in range(num_samples):
-            eps = torch.randn(
-                theta.shape, dtype=theta.dtype, device=theta.device, generator=generator
+            theta, lp, ll, _, log_alpha, _ = _pmmh_step(
+                make_ssm, log_prior, ys, theta, lp, ll, scale, num_particles, generator, pf
             )
-            prop = theta + (eps @ scale.mT if scale.ndim == 2 else eps * scale)
-            lp_prop = log_prior(prop)
-            valid = torch.isfinite(lp_prop)
-            safe = torch.where(valid[:, None], prop, theta)
-            ll_prop = batched_log_likelihood(make_ssm, ys, safe, num_particles, generator, **pf).to(
-                ll.dtype
-            )
-            log_alpha = torch.where(valid, lp_prop + ll_prop - lp - ll, -torch.inf)
-            u = torch.rand(
-                log_alpha.shape, dtype=theta.dtype, device=theta.device, generator=generator
-            )
-            accept = torch.log(u) < log_alpha
-            theta = torch.where(accept[:, None], prop, theta)
-            lp, ll = torch.where(accept, lp_prop, lp), torch.where(accept, ll_prop, ll)
             draws.append(theta)
             accepts.append(log_alpha.clamp(max=0).exp())
             lls.append(ll)

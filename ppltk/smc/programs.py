@@ -34,6 +34,7 @@ from ppltk.handlers import (
     particle_plate,
     per_particle,
 )
+from ppltk.handlers.particles import site_log_prob
 
 __all__ = ["PyroStateSpace", "ReplayProgram"]
 
@@ -41,15 +42,12 @@ __all__ = ["PyroStateSpace", "ReplayProgram"]
 def _trace_log_weight(trace, num_particles: int, dim: int, observed: bool | None) -> torch.Tensor:
     total = None
     for site in trace.nodes.values():
-        if site["type"] != "sample" or (observed is not None and site["is_observed"] != observed):
+        if site["type"] != "sample" or site["name"] == PARTICLE_PLATE:
             continue
-        mask = site.get("mask")
-        if mask is False:
+        if observed is not None and site["is_observed"] != observed:
             continue
-        lp = site["fn"].log_prob(site["value"]) * site["scale"]
-        if mask is not None and mask is not True:
-            lp = torch.where(mask, lp, 0.0)
-        if site["name"] != PARTICLE_PLATE:
+        lp = site_log_prob(site)
+        if lp is not None:
             term = per_particle(lp, num_particles, dim)
             total = term if total is None else total + term
     return torch.zeros(num_particles) if total is None else total
@@ -168,7 +166,9 @@ class ReplayProgram:
         num = shape[-1]
         trace = self.run({} if prev is None else prev, num, stop_after=t)
         site = trace.nodes[self.observed[t]]
-        lp = site["fn"].log_prob(site["value"]) * site["scale"]
+        lp = site_log_prob(site)
+        if lp is None:  # a fully masked observation carries no weight
+            lp = torch.zeros((), dtype=site["value"].dtype, device=site["value"].device)
         return self.latent_values(trace), per_particle(lp, num, -(self.nesting + 1))
 
     def complete(self, values: dict, num: int) -> dict:

@@ -22,7 +22,8 @@ import torch
 from ppltk._progress import progress_bar
 from ppltk._rng import make_generator
 from ppltk.results import Result
-from ppltk.smc.filter import _advance, particle_filter
+from ppltk.smc.filter import _advance
+from ppltk.smc.pmmh import _pmmh_step
 from ppltk.smc.population import Population, reindex
 from ppltk.smc.proposals import bootstrap
 from ppltk.smc.resampling import get_resampler, resample
@@ -34,36 +35,19 @@ def _rejuvenate(
     theta, pf_pop, loglik, make_ssm, log_prior, ys_seen, num_x, num_moves, generator, pf
 ):
     """PMMH moves on every theta-particle, proposal covariance from the theta cloud."""
+    dim = theta.shape[1]
     chol = torch.linalg.cholesky(
-        torch.cov(theta.T).reshape(theta.shape[1], theta.shape[1])
-        + 1e-9 * torch.eye(theta.shape[1], dtype=theta.dtype, device=theta.device)
+        torch.cov(theta.T).reshape(dim, dim)
+        + 1e-9 * torch.eye(dim, dtype=theta.dtype, device=theta.device)
     )
-    step = 2.38 / theta.shape[1] ** 0.5
-    accepted = torch.zeros_like(theta[:, 0])
+    scale = 2.38 / dim**0.5 * chol
+    lp = log_prior(theta)
     for _ in range(num_moves):
-        eps = torch.randn(theta.shape, dtype=theta.dtype, device=theta.device, generator=generator)
-        prop = theta + step * eps @ chol.mT
-        lp_prop, lp = log_prior(prop), log_prior(theta)
-        valid = torch.isfinite(lp_prop)
-        safe = torch.where(valid[:, None], prop, theta)
-        out = particle_filter(
-            make_ssm(safe), ys_seen, num_x, batch_shape=theta.shape[:1], seed=generator, **pf
+        theta, lp, loglik, acc, _, out = _pmmh_step(
+            make_ssm, log_prior, ys_seen, theta, lp, loglik, scale, num_x, generator, pf
         )
-        ll_prop = out.log_evidence.to(loglik.dtype)
-        log_alpha = torch.where(valid, lp_prop + ll_prop - lp - loglik, -torch.inf)
-        acc = (
-            torch.log(
-                torch.rand(
-                    log_alpha.shape, dtype=theta.dtype, device=theta.device, generator=generator
-                )
-            )
-            < log_alpha
-        )
-        theta = torch.where(acc[:, None], prop, theta)
-        loglik = torch.where(acc, ll_prop, loglik)
         pf_pop = _select(acc, out.population, pf_pop)
-        accepted = accepted + acc.to(theta.dtype) / num_moves
-    return theta, pf_pop, loglik, accepted
+    return theta, pf_pop, loglik
 
 
 def _select(mask, new: Population, old: Population) -> Population:
@@ -100,10 +84,9 @@ def smc2(
     pf = dict(resampling=resampling, ess_threshold=0.5)
     resampler, shape = get_resampler(resampling), (theta0.shape[0], num_x_particles)
     theta = theta0
-    outer = Population.uniform(
-        torch.arange(theta.shape[0]), torch.zeros(theta.shape[0], dtype=torch.float64)
-    )
-    pf_pop, loglik, moves = None, torch.zeros(theta.shape[0], dtype=torch.float64), 0
+    zeros = torch.zeros(theta.shape[0], dtype=torch.float64, device=theta.device)
+    outer = Population.uniform(torch.arange(theta.shape[0], device=theta.device), zeros)
+    pf_pop, loglik, moves = None, zeros, 0
     with progress_bar(len(ys), "SMC^2", progress) as bar:
         for t in range(len(ys)):
             ssm = make_ssm(theta)
@@ -116,7 +99,7 @@ def smc2(
             )
             if bool(mask.all()):
                 theta, loglik, pf_pop = theta[anc], loglik[anc], reindex(pf_pop, anc)
-                theta, pf_pop, loglik, _ = _rejuvenate(
+                theta, pf_pop, loglik = _rejuvenate(
                     theta,
                     pf_pop,
                     loglik,

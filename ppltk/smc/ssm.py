@@ -75,6 +75,18 @@ def _chol(cov: torch.Tensor) -> torch.Tensor:
     return torch.linalg.cholesky(cov)
 
 
+def _simulate(ssm, num_steps: int, generator: torch.Generator, observe):
+    """One path ``(x [T, d], y [T, m])``: ``init``, ``transition``, and ``observe(x) -> y``."""
+    xs, ys = [], []
+    x = ssm.init((1,), generator)
+    for t in range(num_steps):
+        if t > 0:
+            x = ssm.transition(x, t, generator)
+        xs.append(x[0])
+        ys.append(observe(x)[0])
+    return torch.stack(xs), torch.stack(ys)
+
+
 class LinearGaussianSSM:
     r"""Linear-Gaussian model :math:`X_0 \sim N(m_0, P_0)`, :math:`X_t = A X_{t-1} + N(0, Q)`,
     :math:`Y_t = C X_t + N(0, R)`.
@@ -143,16 +155,12 @@ class LinearGaussianSSM:
 
     def simulate(self, num_steps: int, generator: torch.Generator):
         """Draw ``(x [T, d], y [T, m])`` from the (unbatched) model."""
-        xs, ys = [], []
-        x = self.init((1,), generator)
-        for t in range(num_steps):
-            if t > 0:
-                x = self.transition(x, t, generator)
+
+        def observe(x):
             pred = x @ self.C.mT
-            y = pred + self._noise(pred, self.LR, generator)
-            xs.append(x[0])
-            ys.append(y[0])
-        return torch.stack(xs), torch.stack(ys)
+            return pred + self._noise(pred, self.LR, generator)
+
+        return _simulate(self, num_steps, generator, observe)
 
 
 class StochasticVolatilitySSM:
@@ -191,12 +199,10 @@ class StochasticVolatilitySSM:
         return -0.5 * (_LOG_2PI + z**2) - torch.log(sigma)
 
     def simulate(self, num_steps: int, generator: torch.Generator):
-        xs, ys = [], []
-        x = self.init((1,), generator)
-        for t in range(num_steps):
-            if t > 0:
-                x = self.transition(x, t, generator)
+        """Draw ``(x [T, 1], y [T, 1])`` from the (unbatched) model."""
+
+        def observe(x):
             eps = torch.randn(x.shape, dtype=x.dtype, device=x.device, generator=generator)
-            xs.append(x[0])
-            ys.append((torch.exp(x / 2) * eps)[0])
-        return torch.stack(xs), torch.stack(ys)
+            return torch.exp(x / 2) * eps
+
+        return _simulate(self, num_steps, generator, observe)

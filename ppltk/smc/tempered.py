@@ -21,7 +21,7 @@ from ppltk.errors import ArgumentError
 from ppltk.smc.moves import logdensity_with_grad, mcmc_move
 from ppltk.smc.population import Population
 from ppltk.smc.resampling import resample
-from ppltk.smc.tempering import next_beta
+from ppltk.smc.tempering import next_beta, tempering_increment
 
 __all__ = ["TemperedOutput", "tempered_smc_flat", "tempered_smc"]
 
@@ -84,7 +84,7 @@ def tempered_smc_flat(
     with progress_bar(100, "tempered SMC", progress) as bar:
         while beta < 1.0 and len(schedule) <= max_temperatures:
             new = betas[len(schedule)] if betas else next_beta(ll, beta, target_ess)
-            pop = pop.reweight(torch.where(torch.isneginf(ll), -torch.inf, (new - beta) * ll))
+            pop = pop.reweight(tempering_increment(ll, new - beta))
             pop, _, _ = resample(pop, resampling, generator, 1.0, f"temperature beta={new:.4g}")
             beta = new
             schedule.append(beta)

@@ -18,6 +18,12 @@ from ppltk.smc.population import ess
 __all__ = ["next_beta"]
 
 
+def tempering_increment(log_likelihood: torch.Tensor, delta: float) -> torch.Tensor:
+    r"""Log-weight increment :math:`\delta\,\ell^i`, with :math:`-\infty` kept where
+    :math:`\ell^i = -\infty` (so :math:`\delta = 0` gives no NaN)."""
+    return torch.where(torch.isneginf(log_likelihood), -torch.inf, delta * log_likelihood)
+
+
 def next_beta(
     log_likelihood: torch.Tensor,
     beta: float,
@@ -36,8 +42,7 @@ def next_beta(
     n = ll.shape[-1]
 
     def ok(delta: float) -> bool:
-        inc = torch.where(torch.isneginf(ll), -torch.inf, delta * ll)
-        return bool(ess(logw + inc) >= target_ess * n)
+        return bool(ess(logw + tempering_increment(ll, delta)) >= target_ess * n)
 
     if ok(1.0 - beta):
         return 1.0

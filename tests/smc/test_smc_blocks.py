@@ -6,6 +6,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from _smc_helpers import kalman_1d
 
 from ppltk.errors import ArgumentError
 from ppltk.smc import (
@@ -71,17 +72,6 @@ def test_smc_argument_errors():
         particle_filter(ssm, ys, 10, seed="x")
 
 
-def kalman_1d(ys, a=0.9, q=1.0, r=1.0):
-    m, P, ll = 0.0, 1.0, 0.0
-    for t, y in enumerate(ys.tolist()):
-        if t > 0:
-            m, P = a * m, a * a * P + q
-        S = P + r
-        ll += -0.5 * (math.log(2 * math.pi * S) + (y - m) ** 2 / S)
-        m, P = m + P / S * (y - m), P - P * P / S
-    return ll
-
-
 def test_smc_guide_proposal_unbiased():
     eye = torch.eye(1, dtype=D)
     ssm = LinearGaussianSSM(0.9 * eye, eye, eye, eye, torch.zeros(1, dtype=D), eye)
@@ -121,12 +111,7 @@ class Guide:
 def test_smc_pyro_init_step_with_and_without_guide(guide):
     ys = torch.randn(10, generator=torch.Generator().manual_seed(1))
     # x_init ~ N(0,1) then a move before y_0: x_0 ~ N(0, 1.81)
-    m, P, ll = 0.0, 1.0, 0.0
-    for y in ys.tolist():
-        m, P = 0.9 * m, 0.81 * P + 1.0
-        S = P + 1.0
-        ll += -0.5 * (math.log(2 * math.pi * S) + (y - m) ** 2 / S)
-        m, P = m + P / S * (y - m), P - P * P / S
+    ll = kalman_1d(ys, p0=1.81)
     errs = torch.tensor(
         [
             smc(Model(), ys, guide=guide, num_particles=200, seed=s, progress=False).log_evidence

@@ -6,6 +6,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from _smc_helpers import kalman_1d
 from pyro import poutine
 
 from ppltk.handlers import (
@@ -103,17 +104,6 @@ def test_smc_suspend_and_replay():
 A, Q, R = 0.9, 1.0, 1.0
 
 
-def kalman_1d(ys):
-    m, P, ll = 0.0, 1.0, 0.0
-    for t, y in enumerate(ys.tolist()):
-        if t > 0:
-            m, P = A * m, A * A * P + Q
-        S = P + R
-        ll += -0.5 * (math.log(2 * math.pi * S) + (y - m) ** 2 / S)
-        m, P = m + P / S * (y - m), P - P * P / S
-    return ll
-
-
 class InitStep:
     """Pyro SMCFilter-style model (Markov state dict)."""
 
@@ -145,7 +135,7 @@ def test_smc_paths_match_kalman_evidence(kind):
     model = {"markov": ssm, "pyro-markov": InitStep(), "replay": program}[kind]
     args = (ys,) if kind == "markov" else (ys[:, 0],)
     assert model_path(model) == kind
-    logz = kalman_1d(ys[:, 0])
+    logz = kalman_1d(ys[:, 0], A, Q, R)
     errs = torch.tensor(
         [
             smc(model, *args, num_particles=300, seed=s, progress=False).log_evidence - logz

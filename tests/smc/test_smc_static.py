@@ -95,7 +95,7 @@ def log_prior(theta):
     return torch.where(theta[:, 0].abs() < 1, math.log(0.5), -math.inf).to(D)
 
 
-def exact_posterior(ys, grid):
+def grid_log_lik(ys, grid):
     """Kalman log-likelihood on a grid of phi (scalar KF vectorised over the grid)."""
     m, P, ll = torch.zeros_like(grid), torch.ones_like(grid), torch.zeros_like(grid)
     for t, y in enumerate(ys[:, 0]):
@@ -105,7 +105,12 @@ def exact_posterior(ys, grid):
         ll = ll - 0.5 * (math.log(2 * math.pi) + S.log() + (y - m) ** 2 / S)
         K = P / S
         m, P = m + K * (y - m), (1 - K) * P
-    w = torch.softmax(ll, 0)
+    return ll
+
+
+def exact_posterior(ys, grid):
+    """Posterior mean and sd of phi on a grid (uniform prior)."""
+    w = torch.softmax(grid_log_lik(ys, grid), 0)
     mean = (w * grid).sum()
     return mean, ((w * (grid - mean) ** 2).sum()).sqrt()
 
@@ -214,13 +219,7 @@ def test_smc_smc2_evidence_matches_grid_marginal(ar_data):
     ys, _ = ar_data
     grid = torch.linspace(-0.9995, 0.9995, 4001, dtype=D)
     # exact log p(y) = log int p(y | phi) U(phi; -1, 1) dphi, by the trapezoid rule on the grid
-    m, P, ll = torch.zeros_like(grid), torch.ones_like(grid), torch.zeros_like(grid)
-    for t, y in enumerate(ys[:, 0]):
-        if t > 0:
-            m, P = grid * m, grid**2 * P + 0.5
-        S = P + 1.0
-        ll = ll - 0.5 * (math.log(2 * math.pi) + S.log() + (y - m) ** 2 / S)
-        m, P = m + P / S * (y - m), P - P * P / S
+    ll = grid_log_lik(ys, grid)
     exact = float(torch.logsumexp(ll, 0) + math.log(float(grid[1] - grid[0])) + math.log(0.5))
     theta0 = torch.rand(300, 1, dtype=D, generator=torch.Generator().manual_seed(5)) * 2 - 1
     ests = [
