@@ -45,6 +45,16 @@ def _default_kernel(kernel=None):
     return make_kernel("mh" if kernel is None else kernel)
 
 
+def _parts_and_grads(log_prior: Callable, log_likelihood: Callable) -> Callable:
+    """``z -> (prior, likelihood, grad prior, grad likelihood)`` by autograd, all detached."""
+
+    def parts(z: torch.Tensor):
+        terms = [logdensity_with_grad(f)(z) for f in (log_prior, log_likelihood)]
+        return terms[0][0], terms[1][0], terms[0][1], terms[1][1]
+
+    return parts
+
+
 def tempered_smc_flat(
     log_prior: Callable[[torch.Tensor], torch.Tensor],
     log_likelihood: Callable[[torch.Tensor], torch.Tensor],
@@ -58,6 +68,7 @@ def tempered_smc_flat(
     seed: int | torch.Generator = 0,
     max_temperatures: int = 1000,
     progress: bool = False,
+    parts_and_grads: Callable[[torch.Tensor], tuple[torch.Tensor, ...]] | None = None,
 ) -> TemperedOutput:
     """Adaptive tempered SMC on flat unconstrained points.
 
@@ -72,6 +83,10 @@ def tempered_smc_flat(
         particles' variance as metric; ``num_mcmc_steps`` transitions per temperature.
     target_ess, betas
         Adaptive schedule by ESS bisection, or a fixed increasing schedule ending at 1.
+    parts_and_grads
+        Optional ``z -> (log prior, log likelihood, their gradients)`` from one evaluation
+        (e.g. :meth:`ppltk.model.ModelBridge.log_prior_and_likelihood_and_grads`); by default
+        built from ``log_prior`` and ``log_likelihood`` with autograd.
     """
     if particles.ndim != 2:
         raise ArgumentError(
@@ -79,8 +94,9 @@ def tempered_smc_flat(
         )
     generator = make_generator(seed, particles.device)
     kernel = _default_kernel(kernel)
+    parts = parts_and_grads or _parts_and_grads(log_prior, log_likelihood)
     pop = Population.uniform(particles, torch.zeros_like(particles[:, 0]))
-    ll, beta, schedule, accepts = log_likelihood(particles).detach(), 0.0, [0.0], []
+    ll, beta, schedule, accepts = parts(particles)[1], 0.0, [0.0], []
     with progress_bar(100, "tempered SMC", progress) as bar:
         while beta < 1.0 and len(schedule) <= max_temperatures:
             new = betas[len(schedule)] if betas else next_beta(ll, beta, target_ess)
@@ -89,13 +105,12 @@ def tempered_smc_flat(
             beta = new
             schedule.append(beta)
 
-            def target(z, b=beta):
-                return log_prior(z) + b * log_likelihood(z)
+            def target(z, b=beta):  # log p(z) + b log p(y | z), one model evaluation
+                prior, lik, grad_prior, grad_lik = parts(z)
+                return prior + b * lik, grad_prior + b * grad_lik
 
-            z, acc = mcmc_move(
-                kernel, logdensity_with_grad(target), pop.particles, num_mcmc_steps, generator
-            )
-            pop, ll = pop.with_particles(z), log_likelihood(z).detach()
+            z, acc = mcmc_move(kernel, target, pop.particles, num_mcmc_steps, generator)
+            pop, ll = pop.with_particles(z), parts(z)[1]
             accepts.append(float(acc.mean()))
             bar.update(round(100 * beta) - bar.n)
     return TemperedOutput(pop.particles, pop.log_evidence_estimate(), schedule, ll, accepts)
@@ -141,6 +156,7 @@ def tempered_smc(
         bridge.log_prior,
         bridge.log_likelihood,
         z0,
+        parts_and_grads=bridge.log_prior_and_likelihood_and_grads,
         kernel=kernel,
         num_mcmc_steps=num_mcmc_steps,
         target_ess=target_ess,
