@@ -302,7 +302,7 @@ class VariationalFractionalSDE(nn.Module):
             raise ArgumentError(f"Expected `substeps` >= 1, but found {substeps!r}")
         xs, _, _ = self._rollout(num_samples, self._generator(seed), keep_path=True, substeps=m)
         grid = torch.cat(
-            [torch.linspace(float(a), float(b), m + 1, dtype=ys.dtype)[:-1]
+            [torch.linspace(float(a), float(b), m + 1, dtype=ys.dtype, device=ys.device)[:-1]
              for a, b in zip(ts[:-1], ts[1:])] + [ts[-1:]]
         )  # fmt: skip
         return xs.transpose(0, 1).reshape(num_samples, P, len(grid), d), grid
