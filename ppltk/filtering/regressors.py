@@ -163,7 +163,9 @@ class NadarayaWatsonRegressor:
         gen = make_generator(self.seed)
         idx = torch.randperm(N, generator=gen)[: self.loo_max_points].to(self.X_train.device)
         Xs, Ys = self.X_train[idx], self.Y_train[idx]
-        D = _sq_dists(Xs, Xs, Xs.pow(2).sum(-1))
+        # exact pairwise distances (no |x|^2 + |y|^2 - 2xy cancellation), so the median that
+        # scales the grid does not depend on the device's rounding
+        D = torch.cdist(Xs, Xs, compute_mode="donot_use_mm_for_euclid_dist").pow(2)
         median = D[D > 0].median() if (D > 0).any() else torch.ones((), dtype=D.dtype)
         grid = float(median.sqrt()) * torch.logspace(-1.5, 0.5, self.grid_size, dtype=torch.float64)
         eye = torch.eye(len(idx), dtype=torch.bool, device=D.device)
