@@ -20,6 +20,8 @@ __all__ = [
     "NotIdentifiableError",
     "NotFittedError",
     "DistributedError",
+    "CheckpointMismatchError",
+    "FileFormatError",
     "PpltkWarning",
     "DivergenceWarning",
     "InterruptedWarning",
@@ -74,6 +76,16 @@ class NotFittedError(PpltkError, RuntimeError):
 
 class DistributedError(PpltkError, RuntimeError):
     """A distributed run could not deliver every work unit exactly once."""
+
+
+class CheckpointMismatchError(ArgumentError):
+    """A checkpoint was written by a different run: its fingerprint (model, data, options,
+    seed, ppltk version) does not match the run that tries to resume from it."""
+
+
+class FileFormatError(ArgumentError):
+    """A file to read is missing, empty, truncated or not of the kind expected (the message
+    names the path and what was expected)."""
 
 
 class PpltkWarning(UserWarning):
