@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ppltk.errors import ArgumentError, ShapeError
+from ppltk.errors import ArgumentError, FileFormatError, ShapeError
 
 __all__ = ["Result"]
 
@@ -109,26 +111,54 @@ class Result:
         """ArviZ summary table (mean, sd, HDI, ESS, R-hat) as a pandas DataFrame."""
         import arviz as az
 
+        if not self.draws or self.num_draws == 0:
+            raise ArgumentError(
+                "Expected at least one draw to summarise, but found "
+                f"{self.num_chains} chains x {self.num_draws} draws"
+            )
         return az.summary(self.to_arviz(), **kwargs)
 
     def save(self, path: str | Path) -> Path:
-        """Write the result to netCDF (through ArviZ); :meth:`load` reads it back."""
+        """Write the result to netCDF (through ArviZ); :meth:`load` reads it back.
+
+        Atomic: the file is written to a temporary file in the same folder and moved over
+        ``path`` with :func:`os.replace` only once complete, so a save that fails partway
+        leaves a previous file at ``path`` untouched.
+        """
         path = Path(path)
+        if not path.parent.is_dir():
+            raise ArgumentError(
+                f"Expected `path` in an existing folder, but {str(path.parent)!r} does not exist"
+            )
+        if path.is_dir():
+            raise ArgumentError(f"Expected `path` to be a file name, but {str(path)!r} is a folder")
         idata = self.to_arviz()
         for group in idata.groups():
             dataset = idata[group]
             for name in list(dataset.data_vars):
                 if dataset[name].dtype == bool:  # netCDF has no boolean type
                     dataset[name] = dataset[name].astype("int8").assign_attrs(ppltk_bool=1)
-        idata.to_netcdf(str(path), engine="h5netcdf")
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600; give the file the usual mode
+        try:
+            idata.to_netcdf(tmp, engine="h5netcdf")
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> Result:
-        """Read a result written by :meth:`save`."""
-        import arviz as az
+        """Read a result written by :meth:`save`.
 
-        idata = az.from_netcdf(str(path), engine="h5netcdf")
+        Raises :class:`~ppltk.errors.FileFormatError` (naming ``path``) for a missing, empty,
+        truncated or foreign file.
+        """
+        idata = _read_netcdf(Path(path))
         post = idata.posterior
         attrs = dict(post.attrs)
         draws = _arrays(post)
@@ -152,6 +182,34 @@ class Result:
             f"Result(method={self.method!r}, chains={self.num_chains}, draws={self.num_draws}, "
             f"sites=[{sites}]{ev})"
         )
+
+
+def _read_netcdf(path: Path):
+    """The InferenceData in ``path``, or a :class:`FileFormatError` saying what is wrong."""
+    import arviz as az
+
+    if not path.is_file():
+        raise FileFormatError(f"Expected `path` to be an existing file, but found {str(path)!r}")
+    with path.open("rb") as handle:
+        head = handle.read(8)
+    if head != b"\x89HDF\r\n\x1a\n":  # netCDF-4 files are HDF5 files
+        kind = "an empty file" if not head else "no HDF5/netCDF-4 signature"
+        raise FileFormatError(
+            f"Expected {str(path)!r} to be a netCDF-4 file written by Result.save, but found {kind}"
+        )
+    try:
+        idata = az.from_netcdf(str(path), engine="h5netcdf")
+    except (OSError, ValueError, KeyError) as error:
+        raise FileFormatError(
+            f"Expected {str(path)!r} to be a complete netCDF-4 file written by Result.save, "
+            f"but it could not be read ({type(error).__name__}: truncated or damaged?)"
+        ) from None
+    if "posterior" not in idata.groups():
+        raise FileFormatError(
+            f"Expected {str(path)!r} to hold a `posterior` group (a file written by "
+            f"Result.save), but found groups {list(idata.groups())}"
+        )
+    return idata
 
 
 def _arrays(dataset) -> dict[str, np.ndarray]:

@@ -1,9 +1,11 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from ppltk import Result
-from ppltk.errors import ArgumentError, ShapeError
+from ppltk.errors import ArgumentError, FileFormatError, ShapeError
 
 
 def make_result(**kwargs):
@@ -48,3 +50,50 @@ def test_mismatched_leading_shapes_are_named():
         Result({"a": np.zeros(5)})
     with pytest.raises(ArgumentError, match="draws"):
         Result([1, 2])
+
+
+def test_failed_save_keeps_the_previous_file(tmp_path, monkeypatch):
+    import arviz as az
+
+    path = tmp_path / "r.nc"
+    make_result(log_evidence=-1.0).save(path)
+
+    def write_half_then_fail(self, filename, *args, **kwargs):
+        Path(filename).write_bytes(b"\x89HDF\r\n\x1a\n partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(az.InferenceData, "to_netcdf", write_half_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        make_result(log_evidence=-2.0).save(path)
+    monkeypatch.undo()
+    assert Result.load(path).log_evidence == -1.0  # the good file survived
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.nc"]  # no temporary left
+
+
+def test_save_into_a_missing_folder_is_named(tmp_path):
+    with pytest.raises(ArgumentError, match="does not exist"):
+        make_result().save(tmp_path / "nope" / "r.nc")
+
+
+@pytest.mark.parametrize("kind", ["missing", "empty", "truncated", "torch", "foreign"])
+def test_load_bad_files_raise_file_format_error(tmp_path, kind):
+    import xarray as xr
+
+    good = make_result().save(tmp_path / "good.nc").read_bytes()
+    path = tmp_path / "bad.nc"
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "truncated":
+        path.write_bytes(good[: len(good) // 2])
+    elif kind == "torch":
+        torch.save({"draws": torch.zeros(3)}, path)
+    elif kind == "foreign":
+        xr.Dataset({"x": ("a", np.zeros(3))}).to_netcdf(path, engine="h5netcdf")
+    with pytest.raises(FileFormatError, match="bad.nc") as info:
+        Result.load(path)
+    assert "weights_only" not in str(info.value)
+
+
+def test_summary_of_zero_draws_is_a_named_error():
+    with pytest.raises(ArgumentError, match="at least one draw"):
+        Result({"mu": np.zeros((2, 0))}).summary()
