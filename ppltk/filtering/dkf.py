@@ -27,13 +27,17 @@ from ppltk.errors import (
     ArgumentError,
     NotPositiveDefiniteError,
     NumericalFallbackWarning,
-    ShapeError,
 )
 from ppltk.filtering._checks import (
     as_float_tensor,
+    check_covariance,
+    check_finite_output,
     check_fitted,
     check_matrix,
+    check_observations,
+    check_row,
     check_training_pair,
+    named_linalg_errors,
 )
 from ppltk.filtering._gaussian import (
     GaussianState,
@@ -217,13 +221,18 @@ class DiscriminativeKalmanFilter:
         dkf = cls(regressor, covariance, **options)
         A = as_float_tensor(A, "A")
         d = A.shape[-1]
-        Gamma = check_matrix(as_float_tensor(Gamma, "Gamma", A), "Gamma", d, d)
+        Gamma = check_covariance(
+            check_matrix(as_float_tensor(Gamma, "Gamma", A), "Gamma", d, d), "Gamma"
+        )
         S = stationary_covariance(A, Gamma) if S is None else as_float_tensor(S, "S", A)
-        dkf._set_dynamics(check_matrix(A, "A", d, d), Gamma, check_matrix(S, "S", d, d))
+        S = check_covariance(check_matrix(S, "S", d, d), "S")
+        with named_linalg_errors("`S` (the stationary state covariance)"):
+            dkf._set_dynamics(check_matrix(A, "A", d, d), Gamma, S)
         if init_mean is not None:
             dkf.init_mean = as_float_tensor(init_mean, "init_mean", A)
         if init_cov is not None:
-            dkf.init_cov = check_matrix(as_float_tensor(init_cov, "init_cov", A), "init_cov", d, d)
+            init_cov = check_matrix(as_float_tensor(init_cov, "init_cov", A), "init_cov", d, d)
+            dkf.init_cov = check_covariance(init_cov, "init_cov")
         return dkf
 
     def _set_dynamics(self, A, Gamma, S) -> None:
@@ -237,7 +246,8 @@ class DiscriminativeKalmanFilter:
         """Learn dynamics, :math:`f` and :math:`Q` from observations ``X [T, n]``, states
         ``Z [T, d]``."""
         X, Z = check_training_pair(X, Z)
-        self._set_dynamics(*fit_state_dynamics(Z))
+        with named_linalg_errors("the fitted stationary state covariance S"):
+            self._set_dynamics(*fit_state_dynamics(Z))
         split = X.shape[0] - max(2, round(self.holdout_fraction * X.shape[0]))
         if split < 2:
             raise ArgumentError(f"Expected enough rows to hold out, but found {X.shape[0]}")
@@ -286,8 +296,7 @@ class DiscriminativeKalmanFilter:
         """
         check_fitted(self, "A")
         X = as_float_tensor(X, "X", self.A)
-        if X.dim() < 2:
-            raise ShapeError(f"Expected `X` of shape [..., T, n], but found {tuple(X.shape)}")
+        X = check_observations(X, "X", getattr(self, "num_features_", None))
         observed = ~torch.isnan(X).any(-1)
         f, Q = self.predict_measurement(torch.nan_to_num(X, nan=0.0))
         if bool(observed.all()):
@@ -301,7 +310,7 @@ class DiscriminativeKalmanFilter:
             covs.append(state.cov)
             fires = fires + fired.sum()
         self._count(int(fires))
-        return torch.stack(means, -2), torch.stack(covs, -3)
+        return check_finite_output(torch.stack(means, -2), "filtered means"), torch.stack(covs, -3)
 
     def _count(self, fires: int) -> None:
         self.last_nonpd_count_ = fires
@@ -324,11 +333,13 @@ class DiscriminativeKalmanFilter:
         Keeps only the current belief (O(1) memory); fires add to ``nonpd_count_``.
         """
         check_fitted(self, "A")
-        x = as_float_tensor(x, "x", self.A)
+        x = check_row(as_float_tensor(x, "x", self.A), "x", getattr(self, "num_features_", None))
         if self.state_ is None:
             self.reset(x.shape[:-1])
         f, Q = self.predict_measurement(x)  # NaN in x gives non-finite f: no update
         prior = predict_linear(self.state_, self.A, self.Gamma)
-        self.state_, fired = self.update(prior, f, Q)
+        state, fired = self.update(prior, f, Q)
+        check_finite_output(state.mean, "filtered means")
+        self.state_ = state
         self._fires = self._fires + fired.sum()
         return self.state_

@@ -17,7 +17,16 @@ from typing import NamedTuple
 
 import torch
 
-from ppltk.filtering._checks import as_float_tensor, check_fitted, check_matrix, check_observations
+from ppltk.filtering._checks import (
+    as_float_tensor,
+    check_covariance,
+    check_finite_output,
+    check_fitted,
+    check_matrix,
+    check_observations,
+    check_row,
+    named_linalg_errors,
+)
 from ppltk.filtering._gaussian import (
     GaussianState,
     expand_state,
@@ -128,19 +137,21 @@ class KalmanFilter:
     def _set_parameters(self, A, Gamma, H, R, b, m0, P0) -> None:
         A = as_float_tensor(A, "transition_matrix")
         d = A.shape[-1]
-        self.A = check_matrix(A, "transition_matrix", d, d)
-        self.Gamma = check_matrix(
-            as_float_tensor(Gamma, "transition_cov", A), "transition_cov", d, d
-        )
+        A = check_matrix(A, "transition_matrix", d, d)
+        Gamma = check_matrix(as_float_tensor(Gamma, "transition_cov", A), "transition_cov", d, d)
         H = as_float_tensor(H, "observation_matrix", A)
         m = H.shape[-2] if H.dim() >= 2 else -1
-        self.H = check_matrix(H, "observation_matrix", m, d)
-        self.R = check_matrix(as_float_tensor(R, "observation_cov", A), "observation_cov", m, m)
-        self.b = None if b is None else as_float_tensor(b, "observation_offset", A)
+        H = check_matrix(H, "observation_matrix", m, d)
+        R = check_matrix(as_float_tensor(R, "observation_cov", A), "observation_cov", m, m)
+        b = None if b is None else as_float_tensor(b, "observation_offset", A)
         m0 = torch.zeros(d, dtype=A.dtype, device=A.device) if m0 is None else m0
         P0 = torch.eye(d, dtype=A.dtype, device=A.device) if P0 is None else P0
-        self.init_mean = as_float_tensor(m0, "init_mean", A)
-        self.init_cov = check_matrix(as_float_tensor(P0, "init_cov", A), "init_cov", d, d)
+        m0 = as_float_tensor(m0, "init_mean", A)
+        P0 = check_matrix(as_float_tensor(P0, "init_cov", A), "init_cov", d, d)
+        for cov, name in ((Gamma, "transition_cov"), (R, "observation_cov"), (P0, "init_cov")):
+            check_covariance(cov, name)
+        self.A, self.Gamma, self.H, self.R, self.b = A, Gamma, H, R, b
+        self.init_mean, self.init_cov = m0, P0
 
     @property
     def state_dim(self) -> int:
@@ -186,10 +197,13 @@ class KalmanFilter:
         Keeps only the current belief (O(1) memory) in ``state_``; returns it.
         """
         check_fitted(self, "A")
-        x = as_float_tensor(x, "x", self.A)
+        x = check_row(as_float_tensor(x, "x", self.A), "x", self.obs_dim)
         if getattr(self, "state_", None) is None:
             self.reset(x.shape[:-1])
-        self.state_ = self.predict_update(self.state_, x)[0]
+        with named_linalg_errors("innovation covariances H M H^T + R"):
+            state = self.predict_update(self.state_, x)[0]
+        check_finite_output(state.mean, "filtered means")
+        self.state_ = state
         return self.state_
 
     def _forward(self, X) -> tuple[KalmanOutput, tuple[int, ...]]:
@@ -205,11 +219,12 @@ class KalmanFilter:
         shared = not missing and all(p.dim() == 2 for p in params)
         state = self.init_state(X.shape[:-2], shared_cov=shared)
         posts, priors, total = [], [], torch.zeros((), dtype=X.dtype, device=X.device)
-        for t in range(X.shape[-2]):
-            state, prior, loglik = self.predict_update(state, X[..., t, :], missing)
-            posts.append(state)
-            priors.append(prior)
-            total = total + loglik
+        with named_linalg_errors("innovation covariances H M H^T + R"):
+            for t in range(X.shape[-2]):
+                state, prior, loglik = self.predict_update(state, X[..., t, :], missing)
+                posts.append(state)
+                priors.append(prior)
+                total = total + loglik
         out = KalmanOutput(
             torch.stack([s.mean for s in posts], -2),
             torch.stack([s.cov for s in posts], -3),
@@ -217,6 +232,8 @@ class KalmanFilter:
             torch.stack([s.cov for s in priors], -3),
             total.expand(X.shape[:-2]),
         )
+        check_finite_output(out.means, "filtered means")
+        check_finite_output(total, "log-likelihoods")
         return out, X.shape[:-2]
 
     @staticmethod
@@ -248,6 +265,7 @@ class KalmanFilter:
             GaussianState(out.pred_means[..., t, :], out.pred_covs[..., t, :, :]) for t in range(T)
         ]
         crosses = [None] + [s.cov @ self.A.mT for s in filtered[:-1]]
-        smoothed = rts_smooth(filtered, predicted, crosses)
+        with named_linalg_errors("predicted covariances in the smoother"):
+            smoothed = rts_smooth(filtered, predicted, crosses)
         means = torch.stack([s.mean for s in smoothed], -2)
         return means, self._expand(torch.stack([s.cov for s in smoothed], -3), batch)

@@ -18,8 +18,16 @@ from collections.abc import Callable
 
 import torch
 
-from ppltk.errors import ArgumentError
-from ppltk.filtering._checks import as_float_tensor, check_matrix, check_observations
+from ppltk.errors import ArgumentError, ShapeError
+from ppltk.filtering._checks import (
+    as_float_tensor,
+    check_covariance,
+    check_finite_output,
+    check_matrix,
+    check_observations,
+    check_row,
+    named_linalg_errors,
+)
 from ppltk.filtering._gaussian import (
     GaussianState,
     expand_state,
@@ -70,6 +78,10 @@ class _NonlinearFilter:
         self, transition, observation, transition_cov, observation_cov, init_mean, init_cov
     ):
         self.init_mean = as_float_tensor(init_mean, "init_mean")
+        if self.init_mean.dim() < 1:
+            raise ShapeError(
+                f"Expected `init_mean` of shape [..., d], but found {tuple(self.init_mean.shape)}"
+            )
         d = self.init_mean.shape[-1]
         like = self.init_mean
         self.init_cov = check_matrix(as_float_tensor(init_cov, "init_cov", like), "init_cov", d, d)
@@ -77,7 +89,17 @@ class _NonlinearFilter:
             as_float_tensor(transition_cov, "transition_cov", like), "transition_cov", d, d
         )
         R = as_float_tensor(observation_cov, "observation_cov", like)
+        if R.dim() < 2:
+            raise ShapeError(
+                f"Expected `observation_cov` of shape [..., m, m], but found {R.shape}"
+            )
         self.R = check_matrix(R, "observation_cov", R.shape[-1], R.shape[-1])
+        for cov, name in (
+            (self.Gamma, "transition_cov"),
+            (self.R, "observation_cov"),
+            (self.init_cov, "init_cov"),
+        ):
+            check_covariance(cov, name)
         self.transition = self._map(transition, "transition", d, d)
         self.observation = self._map(observation, "observation", self.R.shape[-1], d)
 
@@ -99,10 +121,13 @@ class _NonlinearFilter:
         X = check_observations(as_float_tensor(X, "X", self.init_mean), "X", self.R.shape[-1])
         state = expand_state(self.init_mean, self.init_cov, X.shape[:-2])
         records, total = [], torch.zeros((), dtype=X.dtype, device=X.device)
-        for t in range(X.shape[-2]):
-            state, prior, cross, loglik = self._predict_update(state, X[..., t, :])
-            records.append((state, prior, cross))
-            total = total + loglik
+        with named_linalg_errors("state and innovation covariances"):
+            for t in range(X.shape[-2]):
+                state, prior, cross, loglik = self._predict_update(state, X[..., t, :])
+                records.append((state, prior, cross))
+                total = total + loglik
+        check_finite_output(torch.stack([r[0].mean for r in records]), "filtered means")
+        check_finite_output(total, "log-likelihoods")
         return records, total
 
     def reset(self, batch_shape: tuple[int, ...] = ()) -> None:
@@ -111,10 +136,13 @@ class _NonlinearFilter:
 
     def step(self, x) -> GaussianState:
         """Online update with one observation row ``x [..., m]`` (NaN row: no update)."""
-        x = as_float_tensor(x, "x", self.init_mean)
+        x = check_row(as_float_tensor(x, "x", self.init_mean), "x", self.R.shape[-1])
         if getattr(self, "state_", None) is None:
             self.reset(x.shape[:-1])
-        self.state_ = self._predict_update(self.state_, x)[0]
+        with named_linalg_errors("state and innovation covariances"):
+            state = self._predict_update(self.state_, x)[0]
+        check_finite_output(state.mean, "filtered means")
+        self.state_ = state
         return self.state_
 
     def filter(self, X) -> tuple[torch.Tensor, torch.Tensor]:
@@ -132,7 +160,8 @@ class _NonlinearFilter:
         computed in its prediction (:func:`~ppltk.filtering._gaussian.rts_smooth`).
         """
         records, _ = self._loop(X)
-        smoothed = rts_smooth(*zip(*records))
+        with named_linalg_errors("predicted covariances in the smoother"):
+            smoothed = rts_smooth(*zip(*records))
         means = torch.stack([s.mean for s in smoothed], -2)
         return means, torch.stack([s.cov for s in smoothed], -3)
 
