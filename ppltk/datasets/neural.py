@@ -75,6 +75,7 @@ def simulate_neural_decoding(
         velocity_timescale_ms=velocity_timescale_ms,
         velocity_std=velocity_std,
     )
+    _check_device_and_dtype(device, dtype)
     gen = make_generator(seed, device)
     opts = {"generator": gen, "dtype": dtype, "device": gen.device}
     Z = _ar1_velocity(num_steps, bin_ms, velocity_timescale_ms, velocity_std, opts)
@@ -98,6 +99,24 @@ def simulate_neural_decoding(
         rows = torch.nonzero(hit).squeeze(-1)
         X[rows, channel[rows]] += extra[rows]
     return X, Z
+
+
+def _check_device_and_dtype(device, dtype) -> None:
+    """A named error for an unknown or unavailable device and a non-float32/64 dtype."""
+    if dtype not in (torch.float32, torch.float64):
+        raise ArgumentError(f"Expected `dtype` torch.float32 or torch.float64, but found {dtype!r}")
+    if device is None:
+        return
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ArgumentError(f"Expected `device` a torch device, but found {device!r}") from error
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ArgumentError(f"Expected an available `device`, but found {device!r} with no GPU")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ArgumentError(
+            f"Expected `device` index < {torch.cuda.device_count()}, but found {device!r}"
+        )
 
 
 def _ar1_velocity(T: int, bin_ms: float, tau_ms: float, std: float, opts: dict) -> torch.Tensor:

@@ -11,6 +11,9 @@ r"""Exact fractional Brownian motion and classical Hurst estimators (baselines).
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import numpy as np
 import scipy.linalg
 import scipy.optimize
@@ -49,12 +52,13 @@ def davies_harte(
     torch.Size([3, 101])
     """
     _check_hurst(hurst)
-    if num_steps < 1 or num_paths < 1:
-        raise ArgumentError(
-            f"Expected `num_steps` >= 1 and `num_paths` >= 1, but found {num_steps}, {num_paths}"
-        )
+    for name, value in (("num_steps", num_steps), ("num_paths", num_paths)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ArgumentError(f"Expected `{name}` an int >= 1, but found {value!r}")
+    if not isinstance(horizon, numbers.Real) or not math.isfinite(horizon) or horizon <= 0:
+        raise ArgumentError(f"Expected `horizon` a finite number > 0, but found {horizon!r}")
     gen = make_generator(seed)
-    n = int(num_steps)
+    n, num_paths, horizon = int(num_steps), int(num_paths), float(horizon)
     rho = fgn_autocovariance(hurst, n + 1)
     row = torch.cat([rho, rho[1:n].flip(0)])
     lam = torch.fft.fft(row).real.clamp_min(0.0)

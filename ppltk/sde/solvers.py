@@ -24,6 +24,7 @@ transitions of Y under a control held constant over the step, with
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -156,6 +157,30 @@ def time_grid(ts: torch.Tensor, dt: float | None) -> list[tuple[float, float, in
     return out
 
 
+def _check_times(x0, ts, dt) -> torch.Tensor:
+    """Check ``x0`` (a float32/64 tensor), ``dt`` and ``ts``; return ``ts`` like ``x0``."""
+    if not isinstance(x0, torch.Tensor) or x0.dtype not in (torch.float32, torch.float64):
+        found = x0.dtype if isinstance(x0, torch.Tensor) else type(x0).__name__
+        raise ArgumentError(f"Expected `x0` a float32 or float64 tensor, but found {found}")
+    if not bool(torch.isfinite(x0).all()):
+        raise ArgumentError("Expected `x0` finite, but found NaN or inf entries")
+    if dt is not None and (
+        isinstance(dt, bool) or not isinstance(dt, numbers.Real) or not math.isfinite(dt) or dt <= 0
+    ):
+        raise ArgumentError(f"Expected `dt` None or a finite number > 0, but found {dt!r}")
+    try:
+        ts = torch.as_tensor(ts, dtype=x0.dtype, device=x0.device)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise ArgumentError(f"Expected `ts` a 1-D tensor of times, but found {ts!r}") from error
+    if ts.dim() != 1 or ts.numel() < 2:
+        raise ShapeError(f"Expected `ts` of shape [T>=2], but found {tuple(ts.shape)}")
+    if not bool(torch.isfinite(ts).all()):
+        raise ArgumentError(f"Expected finite `ts`, but found NaN or inf in {ts.tolist()}")
+    if bool((torch.diff(ts) <= 0).any()):
+        raise ArgumentError(f"Expected strictly increasing `ts`, but found {ts.tolist()}")
+    return ts
+
+
 def _check_inputs(sde, x0, ts, method, dt, dW, grid) -> None:
     if method not in _METHODS:
         raise ArgumentError(f"Expected `method` in {_METHODS}, but found {method!r}")
@@ -196,7 +221,7 @@ def sdeint_fractional(
     ``dW`` ``[num_steps, batch, d]`` fixes the Brownian increments (Euler/Heun), e.g. to share a
     path with another solver. See the module docstring for the schemes.
     """
-    ts = torch.as_tensor(ts, dtype=x0.dtype, device=x0.device)
+    ts = _check_times(x0, ts, dt)
     grid = time_grid(ts, dt)
     _check_inputs(sde, x0, ts, method, dt, dW, grid)
     gen = make_generator(seed, x0.device) if dW is None else None

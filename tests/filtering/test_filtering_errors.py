@@ -145,3 +145,13 @@ def test_dkf_empty_stream_half_precision_and_non_pd_parts_are_named():
         DiscriminativeKalmanFilter.from_parts(0.5 * EYE, -EYE, dkf.regressor, dkf.covariance)
     with pytest.raises(NotPositiveDefiniteError, match="`S`"):
         DiscriminativeKalmanFilter.from_parts(0.5 * EYE, EYE, dkf.regressor, dkf.covariance, S=-EYE)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
+def test_simulator_on_cuda_without_a_gpu_is_a_named_error():
+    from ppltk.datasets import simulate_neural_decoding
+
+    with pytest.raises(ArgumentError, match="no GPU"):
+        simulate_neural_decoding(5, 10, device="cuda")
+    with pytest.raises(ArgumentError, match="`dtype`"):
+        simulate_neural_decoding(5, 10, dtype=torch.float16)

@@ -46,3 +46,14 @@ def test_sde_fbm_argument_errors():
         davies_harte(1.0, 10)
     with pytest.raises(ShapeError, match="ys"):
         hurst_variogram(torch.zeros(2, 2))
+
+
+@pytest.mark.parametrize("horizon", [-1.0, 0.0, float("nan"), float("inf")])
+def test_davies_harte_rejects_a_bad_horizon_instead_of_complex_output(horizon):
+    with pytest.raises(ArgumentError, match="`horizon`"):
+        davies_harte(0.7, num_steps=10, horizon=horizon)
+
+
+def test_davies_harte_rejects_float_step_counts():
+    with pytest.raises(ArgumentError, match="`num_steps`"):
+        davies_harte(0.7, num_steps=10.5)

@@ -155,3 +155,27 @@ def test_sde_fractional_euler_matches_torchsde_general_noise():
     assert torch.allclose(out.xs, sol[..., :d], atol=1e-6)
     assert torch.allclose(out.ys.flatten(2), sol[..., d:], atol=1e-6)
     assert torch.allclose(out.path_kl, logqp.sum(0), rtol=1e-6)
+
+
+@pytest.mark.parametrize("dt", [0.0, -0.1, float("nan"), float("inf")])
+def test_sdeint_rejects_non_positive_or_nan_dt(dt):
+    sde = FractionalSDE(0.0, 1.0, hurst=0.7)
+    x0 = torch.zeros(2, 1, dtype=torch.float64)
+    with pytest.raises(ArgumentError, match="`dt`"):
+        sdeint_fractional(sde, x0, torch.linspace(0, 1, 5), dt=dt, method="euler")
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_sdeint_rejects_nan_or_inf_times(bad):
+    sde = FractionalSDE(0.0, 1.0, hurst=0.7)
+    x0 = torch.zeros(2, 1, dtype=torch.float64)
+    with pytest.raises(ArgumentError, match="finite `ts`"):
+        sdeint_fractional(sde, x0, torch.tensor([0.0, bad, 2.0]))
+    with pytest.raises(ArgumentError, match="finite `ts`"):
+        sdeint_fractional(sde, x0, torch.tensor([0.0, 1.0, bad]))
+
+
+def test_sdeint_rejects_half_precision_state():
+    sde = FractionalSDE(0.0, 1.0, hurst=0.7)
+    with pytest.raises(ArgumentError, match="float16"):
+        sdeint_fractional(sde, torch.zeros(2, 1, dtype=torch.float16), torch.linspace(0, 1, 3))
