@@ -29,7 +29,7 @@ import networkx as nx
 import opt_einsum
 import torch
 
-from ppltk.causal.identification import Identification, identify
+from ppltk.causal.identification import Identification, check_dag, check_names, identify
 from ppltk.causal.semantics import as_state
 from ppltk.errors import ArgumentError, NotIdentifiableError, ShapeError
 
@@ -215,11 +215,19 @@ def effect_from_joint(
         No sufficient condition holds (the message says why), or (``NoFullSupportError``)
         the joint lacks the support the disintegration needs.
     """
+    check_dag(graph)
+    latent = check_names(latent, "latent")
     bad = sorted(set(latent) - set(graph.nodes), key=str)
     if bad:
         raise ArgumentError(f"Expected `latent` to be graph nodes, but found {bad}")
+    if not isinstance(do, Mapping):
+        raise ArgumentError(
+            f"Expected `do` to be a mapping {{variable: value}} such as {{'S': 1}}, but found "
+            f"{type(do).__name__} {do!r}"
+        )
+    variables = check_names(variables, "variables")
     joint, observed = _check_joint(graph, latent, joint, variables)
-    query, do = tuple(query), dict(do)
+    query, do = check_names(query, "query"), dict(do)
     ident: Identification = identify(graph, observed, do.keys(), query, max_set_size)
     tab = _Table(joint, variables)
     card = {v: joint.shape[joint.ndim - len(variables) + i] for i, v in enumerate(variables)}

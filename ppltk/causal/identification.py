@@ -33,6 +33,37 @@ from ppltk.errors import ArgumentError, NotIdentifiableError
 __all__ = ["Identification", "identify", "is_backdoor_set", "is_frontdoor_set"]
 
 
+def check_dag(graph, name: str = "graph") -> nx.DiGraph:
+    """Check that ``graph`` is a networkx ``DiGraph`` without cycles (naming a cycle if not)."""
+    if not isinstance(graph, nx.DiGraph):
+        raise ArgumentError(
+            f"Expected `{name}` to be a networkx.DiGraph, but found {type(graph).__name__}"
+        )
+    if not nx.is_directed_acyclic_graph(graph):
+        cycle = " -> ".join(str(u) for u, _ in nx.find_cycle(graph))
+        first = str(nx.find_cycle(graph)[0][0])
+        raise ArgumentError(
+            f"Expected `{name}` to be acyclic (a causal DAG), but it is cyclic: {cycle} -> {first}"
+        )
+    return graph
+
+
+def check_names(value, name: str) -> tuple:
+    """``value`` as a tuple of names; a single string is refused (it is not a collection)."""
+    if isinstance(value, (str, bytes)):
+        raise ArgumentError(
+            f"Expected `{name}` to be a collection of variable names such as [{value!r}], but "
+            f"found the string {value!r}"
+        )
+    try:
+        return tuple(value)
+    except TypeError:
+        raise ArgumentError(
+            f"Expected `{name}` to be a collection of variable names, but found "
+            f"{type(value).__name__}"
+        ) from None
+
+
 @dataclass(frozen=True)
 class Identification:
     """How an effect is computed: ``method``, adjustment/context set, mediators, formula."""
@@ -119,6 +150,14 @@ def _search_frontdoor(g, x, y, m_cands, c_cands, max_size, budget):
 
 
 def _check_args(g: nx.DiGraph, observed: set[str], x: tuple, y: tuple) -> None:
+    check_dag(g)
+    missing = sorted((str(v) for v in observed if v not in g), key=str)
+    if missing:
+        raise ArgumentError(f"Expected `observed` to name nodes of `graph`, but found {missing}")
+    if not x or not y:
+        raise ArgumentError(
+            f"Expected non-empty `do` and `query`, but found {list(x)} and {list(y)}"
+        )
     for arg, names in (("do", x), ("query", y)):
         bad = [v for v in names if v not in observed]
         if bad:
@@ -146,8 +185,8 @@ def identify(
     NotIdentifiableError
         When no condition holds; the message says which were tried and why they fail.
     """
-    g, observed = graph, set(observed)
-    x, y = tuple(do), tuple(query)
+    g, observed = graph, set(check_names(observed, "observed"))
+    x, y = check_names(do, "do"), check_names(query, "query")
     _check_args(g, observed, x, y)
     xs = ", ".join(x)
     if _dsep(_mutilate(g, cut_in=x), y, x, ()):

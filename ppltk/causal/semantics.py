@@ -136,7 +136,14 @@ def as_state(
         if (v < 0).any() or (v >= card).any():
             raise ArgumentError(f"Expected {name} in [0, {card}), but found {value!r}")
         return torch.nn.functional.one_hot(v.long(), card).to(like.dtype)
-    v = torch.as_tensor(value, dtype=like.dtype, device=like.device)
+    try:
+        v = torch.as_tensor(value, dtype=like.dtype, device=like.device)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise ArgumentError(
+            f"Expected {name} to be an int or a probability vector, but found {value!r}"
+        ) from error
+    if not bool(torch.isfinite(v).all()):
+        raise ArgumentError(f"Expected {name} to be finite, but found {v}")
     if v.ndim == 0 or v.shape[-1] != card:
         raise ShapeError(
             f"Expected {name} to be an int or a probability vector of size {card}, but found "

@@ -21,6 +21,7 @@ import networkx as nx
 import torch
 
 from ppltk.causal.diagram import Diagram, cut
+from ppltk.causal.identification import check_dag
 from ppltk.causal.semantics import CPTs, as_state, evaluate, validate_cpts
 from ppltk.errors import ArgumentError
 
@@ -53,7 +54,7 @@ class CausalModel:
         if isinstance(graph, Diagram):
             self.diagram, self.graph = graph, graph.to_graph()
         else:
-            self.diagram, self.graph = Diagram.from_graph(graph), graph
+            self.diagram, self.graph = Diagram.from_graph(check_dag(graph)), graph
         self.card = validate_cpts(cpts, self.graph)
         self.cpts = dict(cpts)
         self._like = next(iter(self.cpts.values()))[1]
@@ -68,6 +69,12 @@ class CausalModel:
         """``P(query | do, evidence)``; see :func:`interventional`."""
         if isinstance(query, str) or not query:
             raise ArgumentError(f"Expected `query` to be a non-empty tuple of names, got {query!r}")
+        for arg, value in (("do", do), ("evidence", evidence)):
+            if value is not None and not isinstance(value, Mapping):
+                raise ArgumentError(
+                    f"Expected `{arg}` to be a mapping {{variable: value}} such as {{'X': 1}}, "
+                    f"but found {type(value).__name__} {value!r}"
+                )
         query, do, evidence = tuple(query), dict(do or {}), dict(evidence or {})
         if route not in ("point", "condition"):
             raise ArgumentError(f"Expected `route` in ('point', 'condition'), but found {route!r}")

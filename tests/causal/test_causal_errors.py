@@ -115,3 +115,50 @@ def test_causal_effect_from_joint_argument_errors(args, error, match):
     kw.update(args)
     with pytest.raises(error, match=match):
         effect_from_joint(graph, **kw)
+
+
+CYCLIC = nx.DiGraph([("X", "M"), ("M", "Y"), ("Y", "M")])
+
+
+def test_cyclic_graph_is_named_cyclic_everywhere():
+    from ppltk.causal import identify
+
+    with pytest.raises(ArgumentError, match="is cyclic: .*M"):
+        identify(CYCLIC, {"X", "M", "Y"}, ["X"], ["Y"])
+    with pytest.raises(ArgumentError, match="is cyclic"):
+        # a two-node cycle used to be reported as "not identifiable"
+        identify(nx.DiGraph([("X", "Y"), ("Y", "X")]), {"X", "Y"}, ["X"], ["Y"])
+    with pytest.raises(ArgumentError, match="is cyclic"):
+        joint = torch.full((2, 2, 2), 1 / 8, dtype=torch.float64)
+        effect_from_joint(CYCLIC, (), joint, ("X", "M", "Y"), ("Y",), {"X": 1})
+    with pytest.raises(ArgumentError, match="is cyclic"):
+        cpts = {v: (tuple(CYCLIC.predecessors(v)), None) for v in CYCLIC}
+        interventional(CYCLIC, cpts, ("Y",), {"X": 1})
+
+
+def test_a_string_where_a_mapping_or_names_belong_is_named():
+    from ppltk.causal import identify, smoking_graph, smoking_joint
+
+    graph, joint = smoking_graph(), smoking_joint()
+    with pytest.raises(ArgumentError, match="`do` to be a mapping"):
+        effect_from_joint(graph, {"H"}, joint, ("S", "T", "C"), ("C",), "Smoke")
+    with pytest.raises(ArgumentError, match="`do` to be a mapping"):
+        interventional(G, _good(), ("B",), "A")
+    with pytest.raises(ArgumentError, match="`evidence` to be a mapping"):
+        interventional(G, _good(), ("B",), {"A": 1}, "A")
+    with pytest.raises(ArgumentError, match="the string 'Smoke'"):
+        identify(graph, {"S", "T", "C"}, "Smoke", ["C"])
+    with pytest.raises(ArgumentError, match="the string 'S'"):
+        identify(graph, {"S", "T", "C"}, "S", ["C"])  # used to iterate it as characters
+
+
+def test_observed_names_missing_from_the_graph_are_named():
+    from ppltk.causal import identify, smoking_graph
+
+    with pytest.raises(ArgumentError, match=r"`observed`.*\['Z'\]"):
+        identify(smoking_graph(), {"S", "T", "C", "Z"}, ["S"], ["C"])
+
+
+def test_non_finite_intervention_state_is_refused_not_nan():
+    with pytest.raises(ArgumentError, match="finite"):
+        interventional(G, _good(), ("B",), {"A": torch.tensor([float("nan"), 1.0])})
