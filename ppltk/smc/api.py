@@ -6,9 +6,17 @@ Which path a model takes (and what it costs, :math:`N` particles, :math:`T` obse
 model                                                  path                   cost
 =====================================================  =====================  ==============
 object with ``init``/``transition``/``log_observation``  explicit Markov state   :math:`O(NT)`
+a :class:`~ppltk.smc.FeynmanKac` model                  ``advance`` per step    :math:`O(NT)`
 Pyro object with ``init(state, ...)``/``step(state, y)``  Markov state dict       :math:`O(NT)`
-any other Pyro program (observations in order)          replay + suspension     :math:`O(NT^2)`
+any other Pyro program (observations in order)          run once, suspended     :math:`O(NT)`
+the same with ``path="replay"``                         replay + suspension     :math:`O(NT^2)`
 =====================================================  =====================  ==============
+
+The default for a Pyro program (``"program"``) runs it once for all particles in a coroutine
+that stops at each observation; after resampling, its live tensors re-index themselves lazily
+(:mod:`ppltk.handlers.lazy`). It refuses, with :class:`~ppltk.errors.ModelStructureError`,
+programs whose Python control flow depends on particle values or that move the particle dim;
+``path="replay"`` runs those (re-executing the program up to each observation).
 """
 
 from __future__ import annotations
@@ -19,21 +27,41 @@ from ppltk._rng import child_seed, make_generator, pyro_seed
 from ppltk.errors import ArgumentError
 from ppltk.results import Result
 from ppltk.smc.filter import particle_filter
-from ppltk.smc.programs import PyroStateSpace, ReplayProgram
+from ppltk.smc.kernel import FeynmanKac
+from ppltk.smc.population import reindex
+from ppltk.smc.programs import ProgramFK, PyroStateSpace, ReplayProgram
 from ppltk.smc.resampling import multinomial
 
-__all__ = ["smc", "model_path"]
+__all__ = ["smc", "model_path", "PATHS"]
 
 
-def model_path(model) -> str:
-    """``"markov"``, ``"pyro-markov"`` or ``"replay"``: the path :func:`smc` takes (see module)."""
-    if all(hasattr(model, m) for m in ("init", "transition", "log_observation")):
-        return "markov"
-    if all(hasattr(model, m) for m in ("init", "step")):
-        return "pyro-markov"
-    if callable(model):
+PATHS = ("markov", "feynman-kac", "pyro-markov", "program", "replay")
+
+
+def model_path(model, path: str | None = None) -> str:
+    """The path :func:`smc` takes (see module): ``"markov"``, ``"feynman-kac"``,
+    ``"pyro-markov"``, ``"program"`` (default for Pyro programs) or ``"replay"`` (asked)."""
+    if isinstance(model, FeynmanKac):
+        found = "feynman-kac"
+    elif all(hasattr(model, m) for m in ("init", "transition", "log_observation")):
+        found = "markov"
+    elif all(hasattr(model, m) for m in ("init", "step")):
+        found = "pyro-markov"
+    elif callable(model):
+        found = "program"
+    else:
+        raise ArgumentError(
+            f"Expected a state-space model or a Pyro model, but found {type(model)}"
+        )
+    if path is None or path == found:
+        return found
+    if path == "replay" and found == "program":
         return "replay"
-    raise ArgumentError(f"Expected a state-space model or a Pyro model, but found {type(model)}")
+    raise ArgumentError(
+        f"Expected `path` None or one this model supports ({found!r}"
+        + (" or 'replay'" if found == "program" else "")
+        + f"), but found {path!r}"
+    )
 
 
 def smc(
@@ -47,6 +75,7 @@ def smc(
     guide=None,
     max_plate_nesting: int = 0,
     progress: bool = True,
+    path: str | None = None,
     **kwargs,
 ) -> Result:
     r"""Sequential Monte Carlo (particle filter) with adaptive resampling.
@@ -62,6 +91,9 @@ def smc(
         :math:`N`; the scheme; resample when :math:`\mathrm{ESS}/N <` threshold; seed.
     proposal
         For explicit state-space models: a proposal (default bootstrap).
+    path
+        ``None`` (the model's own path, see the module table) or ``"replay"`` for a Pyro
+        program the run-once path refuses.
 
     Returns
     -------
@@ -70,12 +102,24 @@ def smc(
         particles (one chain of ``num_particles``), ``attrs["path"]`` and, outside ArviZ,
         ``attrs["filter"]`` (the :class:`~ppltk.smc.FilterOutput` with weighted particles).
     """
-    path = model_path(model)
+    path = model_path(model, path)
     generator = make_generator(seed)
     common = dict(
         resampling=resampling, ess_threshold=ess_threshold, seed=generator, progress=progress
     )
-    if path == "replay":
+    if path in ("program", "feynman-kac"):
+        fk = ProgramFK(model, args, kwargs) if path == "program" else model
+        try:
+            out = particle_filter(fk, None, num_particles, **common)
+            picked = _final_draws(out, generator)
+            if path == "program":
+                picked.finish()
+                picked = picked.values()
+        finally:
+            if path == "program" and fk.handle is not None:
+                fk.handle.program.close()
+        draws = picked if isinstance(picked, dict) else {"x": picked}
+    elif path == "replay":
         program = ReplayProgram(model, args, kwargs, seed=0)
         ys = torch.zeros(program.num_observations, 1)
         with pyro_seed(child_seed(generator)):
@@ -109,7 +153,5 @@ def smc(
 
 def _final_draws(out, generator):
     """Equally weighted draws: the final particles resampled multinomially by their weights."""
-    from ppltk.smc.population import reindex
-
     ancestors = multinomial(out.population.log_weights, generator)
     return reindex(out.population.particles, ancestors)

@@ -13,7 +13,6 @@ unbiased, :math:`E[\hat Z_T] = p(y_{0:T-1})`.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,11 +21,12 @@ import torch
 from ppltk._progress import progress_bar
 from ppltk._rng import make_generator
 from ppltk.errors import ArgumentError
-from ppltk.smc.population import Population, check_log_weights
+from ppltk.smc.kernel import FeynmanKac, init, step
+from ppltk.smc.population import Population
 from ppltk.smc.proposals import bootstrap
-from ppltk.smc.resampling import get_resampler, resample
+from ppltk.smc.resampling import get_resampler
 
-__all__ = ["FilterOutput", "particle_filter", "check_filter_args"]
+__all__ = ["FilterOutput", "StateSpaceFK", "particle_filter", "check_filter_args"]
 
 
 @dataclass(eq=False)
@@ -79,9 +79,21 @@ def _moments(x, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
     return mean, (w * (x - mean.unsqueeze(-2)) ** 2).sum(-2)
 
 
+class StateSpaceFK(FeynmanKac):
+    r"""A state-space model and its observations as a Feynman–Kac model: :math:`M_t = q_t`
+    (the proposal, bootstrap by default) and :math:`G_t = g_t f_t / q_t`."""
+
+    def __init__(self, ssm: Any, ys, proposal=None) -> None:
+        self.ssm, self.ys, self.proposal = ssm, ys, proposal or bootstrap
+        self.num_steps = len(ys)
+
+    def advance(self, t, xp, shape, generator):
+        return self.proposal(self.ssm, xp, t, self.ys[t], shape, generator)
+
+
 def particle_filter(
     ssm: Any,
-    ys: torch.Tensor,
+    ys: torch.Tensor | None,
     num_particles: int,
     *,
     resampling="systematic",
@@ -92,17 +104,19 @@ def particle_filter(
     store_history: bool = False,
     progress: bool = False,
 ) -> FilterOutput:
-    r"""Run a particle filter on a state-space model (see :mod:`ppltk.smc.ssm`).
+    r"""Run a particle filter: :func:`~ppltk.smc.init` then :func:`~ppltk.smc.step` until the
+    model's last observation.
 
     Parameters
     ----------
     ssm
-        Object with ``init``, ``transition``, ``log_observation`` (a
-        :class:`~ppltk.smc.StateSpaceModel`).
+        A :class:`~ppltk.smc.FeynmanKac` model (``ys`` is then ``None``: it owns its data), or
+        an object with ``init``, ``transition``, ``log_observation`` (a
+        :class:`~ppltk.smc.StateSpaceModel`) observed at ``ys``.
     ys
         Observations ``[T, ...]`` (or a list of per-step tensors); ``ys[t]`` is passed to the
-        model at step ``t``
-        (with ``batch_shape``, ``ys[t]`` broadcasts against ``[*batch, N, ...]``).
+        model at step ``t`` (with ``batch_shape``, ``ys[t]`` broadcasts against
+        ``[*batch, N, ...]``).
     num_particles
         :math:`N`.
     resampling
@@ -133,19 +147,23 @@ def particle_filter(
     >>> out.log_evidence.shape
     torch.Size([])
     """
-    num_steps = len(ys)
-    check_filter_args(num_particles, ess_threshold, num_steps)
+    fk = ssm if isinstance(ssm, FeynmanKac) else StateSpaceFK(ssm, ys, proposal)
+    num_steps = fk.num_steps
+    check_filter_args(num_particles, ess_threshold, 1 if num_steps is None else num_steps)
     generator = make_generator(seed, _device(ys))
-    resampler, proposal = get_resampler(resampling), proposal or bootstrap
-    shape = tuple(batch_shape) + (num_particles,)
-    pop, ess, lse = None, None, None
+    resampler = get_resampler(resampling)
     rec = {k: [] for k in ("inc", "ess", "res", "mean", "var", "x", "logw", "anc")}
-    for t in _progress_range(num_steps, progress):
-        pop, inc, resampled, ancestors, lse = _advance(
-            pop, ssm, proposal, resampler, ess_threshold, ys, t, shape, generator, ess, lse
-        )
-        ess = _record(rec, pop, inc, resampled, ancestors, store_history)
-    stack = torch.stack
+    with progress_bar(num_steps, "particle filter", progress) as bar:
+        state, info = init(fk, num_particles, generator, batch_shape)
+        _record(rec, state.population, info, store_history)
+        bar.update()
+        while not fk.done(state.t):
+            state, info = step(
+                fk, state, generator, resampling=resampler, ess_threshold=ess_threshold
+            )
+            _record(rec, state.population, info, store_history)
+            bar.update()
+    pop, stack = state.population, torch.stack
     moments = rec["mean"][0] is not None
     return FilterOutput(
         population=pop,
@@ -165,55 +183,19 @@ def _device(ys) -> torch.device:
     """Device of the observations (a tensor ``[T, ...]`` or a sequence of tensors)."""
     if isinstance(ys, torch.Tensor):
         return ys.device
-    first = ys[0] if len(ys) else None
+    first = ys[0] if ys is not None and len(ys) else None
     return first.device if isinstance(first, torch.Tensor) else torch.device("cpu")
 
 
-def _progress_range(num_steps: int, progress: bool):
-    """``range(num_steps)`` with a tqdm bar when asked for."""
-    with progress_bar(num_steps, "particle filter", progress) as bar:
-        for t in range(num_steps):
-            yield t
-            bar.update()
-
-
-def _advance(
-    pop, ssm, proposal, resampler, ess_threshold, ys, t, shape, generator, ess=None, lse=None
-):
-    """Resample (adaptively), propose, reweight; returns the new population and step info."""
-    if pop is None:
-        identity = torch.arange(shape[-1], device=generator.device).expand(shape)
-        resampled = torch.zeros(shape[:-1], dtype=torch.bool, device=generator.device)
-        prev, before, evidence = None, math.log(shape[-1]), None
-    else:
-        prev_lse = torch.logsumexp(pop.log_weights, -1).double() if lse is None else lse
-        where = f"observation t={t - 1}"
-        pop, resampled, identity = resample(pop, resampler, generator, ess_threshold, where, ess)
-        # weights reset to 0 in resampled rows: their log-sum is log N
-        before = torch.where(resampled, math.log(shape[-1]), prev_lse)
-        prev, evidence = pop.particles, pop.log_evidence
-    state, log_g = proposal(ssm, prev, t, ys[t], shape, generator)
-    log_w = log_g if pop is None else pop.log_weights + log_g
-    lse = torch.logsumexp(log_w, -1).double()
-    if not bool(torch.isfinite(lse).all()):
-        check_log_weights(log_w, f"observation t={t}")
-    if evidence is None:
-        evidence = torch.zeros(shape[:-1], dtype=torch.float64, device=log_w.device)
-    increment = lse - before
-    return Population(state, log_w, evidence), increment, resampled, identity, lse
-
-
-def _record(rec, pop, increment, resampled, ancestors, store_history) -> torch.Tensor:
-    """Append the step's diagnostics; returns the ESS (reused by the next resampling)."""
-    ess = pop.ess
-    rec["inc"].append(increment)
-    rec["ess"].append(ess)
-    rec["res"].append(resampled)
+def _record(rec, pop, info, store_history) -> None:
+    """Append the step's diagnostics."""
+    rec["inc"].append(info.log_evidence_increment)
+    rec["ess"].append(info.ess)
+    rec["res"].append(info.resampled)
     moments = _moments(pop.particles, pop.weights)
     rec["mean"].append(None if moments is None else moments[0])
     rec["var"].append(None if moments is None else moments[1])
     if store_history:
         rec["x"].append(pop.particles)
         rec["logw"].append(pop.log_weights)
-        rec["anc"].append(ancestors)
-    return ess
+        rec["anc"].append(info.ancestors)

@@ -4,8 +4,12 @@ After resampling, :math:`x^i \leftarrow K^k(x^i, \cdot)` with :math:`\pi K = \pi
 equally weighted population targeting :math:`\pi` on target (resample-move, Gilks & Berzuini,
 2001), while breaking up the duplicates resampling made. Any :mod:`ppltk.mcmc` kernel works
 (``init``/``step``/``default_params`` over flat ``[C, D]`` positions, one chain per particle).
-The proposal scale is set from the population itself (the weighted particle covariance), which
-is allowed because it is fixed for the duration of the move.
+The metric is set from the population itself — the weighted particle covariance
+:math:`\hat\Sigma = \sum_i W^i (x^i - \bar x)(x^i - \bar x)^\top`, full by default — which is
+allowed because it is fixed for the duration of the move; random-walk MH then proposes
+:math:`N(x, (2.38^2/D)\,\hat\Sigma)` (Roberts & Rosenthal 2001; what ``particles`` uses).
+Gradient-free kernels (``kernel.name == "mh"`` or ``kernel.uses_gradient is False``) never
+compute gradients.
 """
 
 from __future__ import annotations
@@ -14,7 +18,19 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["mcmc_move", "population_params", "logdensity_with_grad"]
+__all__ = [
+    "mcmc_move",
+    "population_params",
+    "weighted_covariance",
+    "logdensity_with_grad",
+    "uses_gradient",
+]
+
+
+def uses_gradient(kernel) -> bool:
+    """Whether ``kernel`` needs the log-density's gradient (random-walk kernels do not)."""
+    flag = getattr(kernel, "uses_gradient", None)
+    return bool(flag) if flag is not None else getattr(kernel, "name", "") not in ("mh", "pmmh")
 
 
 def logdensity_with_grad(log_density: Callable[[torch.Tensor], torch.Tensor]):
@@ -30,18 +46,55 @@ def logdensity_with_grad(log_density: Callable[[torch.Tensor], torch.Tensor]):
     return fn
 
 
-def population_params(kernel, positions: torch.Tensor, scale: float | None = None):
-    """Kernel parameters whose metric is the particles' (diagonal) variance.
+def logdensity_without_grad(log_density: Callable[[torch.Tensor], torch.Tensor]):
+    """Wrap ``log_density`` as ``logdensity_and_grad`` with a zero gradient (no autograd)."""
 
-    ``scale`` overrides the step size (default: the kernel's own default for random-walk MH,
-    :math:`2.38/\\sqrt D`; :math:`D^{-1/4}` for gradient kernels, the optimal HMC order in a
-    whitened metric).
+    def fn(z: torch.Tensor):
+        with torch.no_grad():
+            lp = log_density(z)
+        return lp, torch.zeros_like(z)
+
+    return fn
+
+
+def weighted_covariance(x: torch.Tensor, log_weights: torch.Tensor | None = None) -> torch.Tensor:
+    r"""Weighted covariance :math:`\sum_i W^i (x^i - \bar x)(x^i - \bar x)^\top` of
+    ``x [N, D]`` (equal weights when ``log_weights`` is ``None``), accumulated in float64."""
+    xd = x.double()
+    if log_weights is None:
+        w = torch.full(x.shape[:1], 1.0 / x.shape[0], dtype=torch.float64, device=x.device)
+    else:
+        w = torch.softmax(log_weights.double(), -1)
+    centred = xd - w @ xd
+    return ((centred * w[:, None]).mT @ centred).to(x.dtype)
+
+
+def population_params(
+    kernel,
+    positions: torch.Tensor,
+    log_weights: torch.Tensor | None = None,
+    scale: float | None = None,
+    dense: bool = True,
+):
+    r"""Kernel parameters whose metric is the particles' weighted covariance.
+
+    ``dense=True`` (default) uses the full covariance (plus a ridge of :math:`10^{-9}` times
+    its mean variance), ``False`` its diagonal. ``scale`` overrides the step size (default:
+    the kernel's own default for random-walk MH, :math:`2.38/\sqrt D`; :math:`D^{-1/4}` for
+    gradient kernels, the optimal HMC order in a whitened metric).
     """
+    num, dim = positions.shape
     params = kernel.default_params(positions)
-    if scale is None and getattr(kernel, "name", "mh") != "mh":
-        scale = positions.shape[-1] ** -0.25
-    var = positions.var(0, keepdim=True).clamp_min(1e-12).expand_as(positions)
-    params.inverse_mass = var.clone()
+    if scale is None and uses_gradient(kernel):
+        scale = dim**-0.25
+    cov = weighted_covariance(positions, log_weights)
+    var = torch.diagonal(cov).clamp_min(1e-12)
+    if dense and dim > 1:
+        ridge = 1e-9 * var.mean() + 1e-12
+        eye = torch.eye(dim, dtype=cov.dtype, device=cov.device)
+        params.inverse_mass = (cov + ridge * eye).expand(num, dim, dim).clone()
+    else:
+        params.inverse_mass = var.expand(num, dim).clone()
     if scale is not None:
         params.step_size = torch.full_like(params.step_size, scale)
     return params
@@ -49,22 +102,44 @@ def population_params(kernel, positions: torch.Tensor, scale: float | None = Non
 
 def mcmc_move(
     kernel,
-    logdensity_and_grad,
+    log_density: Callable,
     positions: torch.Tensor,
     num_steps: int,
     generator: torch.Generator,
     params=None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    *,
+    with_grad: bool | None = None,
+    return_path: bool = False,
+):
     r"""Apply ``num_steps`` kernel transitions to every particle.
 
-    Preserves: if ``positions [N, D]`` are draws from :math:`\pi \propto
-    \exp(\text{logdensity})`, so are the returned ones. Returns ``(positions, mean acceptance
-    probability [N])``.
+    ``log_density`` is ``z [N, D] -> lp [N]``, or ``z -> (lp, grad)`` with ``with_grad=True``
+    (e.g. from one captured model evaluation). Preserves: if ``positions [N, D]`` are draws
+    from :math:`\pi \propto \exp(\text{logdensity})`, so is the returned state. Returns
+    ``(state, info)``: the kernel's full final state (position, log-density, gradient) and
+    ``info["accept_prob"]`` ``[N]``, the mean acceptance probability; with
+    ``return_path=True`` also ``info["path"]`` ``[num_steps, N, D]``, every intermediate
+    position (the waste-free SMC population, Dau & Chopin 2022).
     """
+    fn = _as_logdensity_and_grad(kernel, log_density, with_grad)
     params = population_params(kernel, positions) if params is None else params
-    state = kernel.init(positions, logdensity_and_grad)
+    state = kernel.init(positions, fn)
     accept = torch.zeros(positions.shape[0], dtype=positions.dtype, device=positions.device)
+    path = []
     for _ in range(num_steps):
-        state, info = kernel.step(state, logdensity_and_grad, params, generator)
+        state, info = kernel.step(state, fn, params, generator)
         accept = accept + info["accept_prob"] / num_steps
-    return state.position, accept
+        if return_path:
+            path.append(state.position)
+    out = {"accept_prob": accept}
+    if return_path:
+        out["path"] = torch.stack(path)
+    return state, out
+
+
+def _as_logdensity_and_grad(kernel, log_density, with_grad):
+    if with_grad:
+        return log_density
+    if uses_gradient(kernel):
+        return logdensity_with_grad(log_density)
+    return logdensity_without_grad(log_density)

@@ -1,130 +1,330 @@
 r"""Particle marginal Metropolis–Hastings (Andrieu, Doucet & Holenstein, 2010).
 
-Random-walk MH on parameters :math:`\theta` with the intractable likelihood replaced by the
-particle filter's estimate :math:`\hat p_N(y \mid \theta)`:
+PMMH is random-walk MH on parameters :math:`\theta` over the *pseudo-marginal* target: the
+intractable likelihood is replaced by a particle filter's unbiased estimate,
 
 .. math:: \alpha = \min\Big(1, \frac{p(\theta')\,\hat p_N(y\mid\theta')}
-                                   {p(\theta)\,\hat p_N(y\mid\theta)}\Big).
+                                   {p(\theta)\,\hat p_N(y\mid\theta)}\Big),
 
-Because :math:`E[\hat p_N] = p(y\mid\theta)` the chain leaves the *exact* posterior
-:math:`p(\theta\mid y)` invariant (pseudo-marginal argument) for any :math:`N \ge 1`. Chains are
-batched: one filter call advances all chains' proposals.
+with the accepted estimate (and its filter) carried in the chain state. Because
+:math:`E[\hat p_N] = p(y\mid\theta)` the chain leaves the *exact* posterior
+:math:`p(\theta\mid y)` invariant for any :math:`N \ge 1`. :class:`PseudoMarginalMH` is that
+kernel with the :mod:`ppltk.mcmc` protocol (``default_params``/``init``/``step``, explicit
+:class:`~ppltk.mcmc.Params` and generator); chains are batched, one filter call advances
+every chain's proposal. A chain whose filter finds zero likelihood simply rejects.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
+from torch.distributions import biject_to
 
 from ppltk._progress import progress_bar
 from ppltk._rng import make_generator
-from ppltk.errors import ShapeError
+from ppltk.errors import ArgumentError, ShapeError
+from ppltk.mcmc import Params
 from ppltk.results import Result
 from ppltk.smc.filter import particle_filter
+from ppltk.smc.programs import ProgramFK, ProgramInfo
 
-__all__ = ["pmmh", "batched_log_likelihood"]
+__all__ = ["PseudoMarginalMH", "PseudoMarginalState", "pmmh", "batched_log_likelihood"]
+
+
+@dataclass
+class PseudoMarginalState:
+    """Chain state: position ``[C, D]``, log target estimate ``[C]`` and the accepted
+    estimator's output ``aux`` (a tensor or dict of tensors with leading ``[C]``, or ``None``)."""
+
+    position: torch.Tensor
+    lp: torch.Tensor
+    aux: Any = None
+
+
+def _select(accept: torch.Tensor, new: Any, old: Any) -> Any:
+    if isinstance(new, dict):
+        return {k: _select(accept, new[k], old[k]) for k in new}
+    if isinstance(new, torch.Tensor):
+        return torch.where(accept.reshape(accept.shape + (1,) * (new.ndim - 1)), new, old)
+    return new
+
+
+class PseudoMarginalMH:
+    r"""Random-walk MH on a log-target *estimate* ``estimate(z [C, D]) -> (lp [C], aux)``.
+
+    Proposal :math:`z' = z + \epsilon L\xi` with :math:`LL^\top = M^{-1}` (``params``), as
+    :class:`~ppltk.mcmc.RandomWalkMH`; proposals whose estimate is :math:`-\infty` or NaN are
+    rejected. The estimate at the current point is never recomputed (that is what makes the
+    chain exact).
+    """
+
+    name = "pmmh"
+    uses_gradient = False
+
+    def default_params(self, position: torch.Tensor, dense: bool = False) -> Params:
+        from ppltk.mcmc import RandomWalkMH
+
+        return RandomWalkMH().default_params(position, dense)
+
+    def init(self, position: torch.Tensor, estimate: Callable) -> PseudoMarginalState:
+        lp, aux = estimate(position)
+        return PseudoMarginalState(position, lp, aux)
+
+    def step(
+        self,
+        state: PseudoMarginalState,
+        estimate: Callable,
+        params: Params,
+        generator: torch.Generator,
+    ) -> tuple[PseudoMarginalState, dict[str, torch.Tensor]]:
+        z = state.position
+        xi = torch.randn(z.shape, generator=generator, dtype=z.dtype, device=z.device)
+        minv = params.inverse_mass
+        if minv.dim() == 3:
+            noise = (torch.linalg.cholesky(minv) @ xi.unsqueeze(-1)).squeeze(-1)
+        else:
+            noise = xi * minv.sqrt()
+        proposal = z + params.step_size.unsqueeze(-1) * noise
+        lp, aux = estimate(proposal)
+        log_ratio = lp.to(state.lp.dtype) - state.lp
+        log_ratio = torch.where(torch.isnan(log_ratio), -math.inf, log_ratio)
+        u = torch.rand(log_ratio.shape, generator=generator, dtype=z.dtype, device=z.device)
+        accept = torch.log(u) < log_ratio
+        new = PseudoMarginalState(
+            _select(accept, proposal, z),
+            torch.where(accept, lp.to(state.lp.dtype), state.lp),
+            _select(accept, aux, state.aux),
+        )
+        info = {"accept_prob": torch.exp(log_ratio.clamp(max=0.0)), "accepted": accept}
+        return new, info
 
 
 def batched_log_likelihood(make_ssm, ys, theta, num_particles, generator, **pf) -> torch.Tensor:
-    r""":math:`\log\hat p_N(y\mid\theta)` for each row of ``theta [B, D]`` (one batched filter).
-
-    Rows whose model is invalid (e.g. outside the support) must be masked by the caller.
-    """
+    r""":math:`\log\hat p_N(y\mid\theta)` for each row of ``theta [B, D]`` (one batched filter)."""
     out = particle_filter(
         make_ssm(theta), ys, num_particles, batch_shape=theta.shape[:1], seed=generator, **pf
     )
     return out.log_evidence
 
 
-def _pmmh_step(make_ssm, log_prior, ys, theta, lp, ll, scale, num_particles, generator, pf):
-    r"""One batched pseudo-marginal random-walk MH step for every row of ``theta [C, D]``.
+def ssm_estimator(make_ssm, log_prior, ys, num_particles, generator, **pf) -> Callable:
+    r"""``theta [C, D] -> (log p(theta) + log p_N(y | theta) [C], None)``; rows outside the
+    prior's support get :math:`-\infty` without a filter run on them."""
 
-    ``lp``/``ll`` are the current rows' log-prior and :math:`\log\hat p_N(y\mid\theta)`;
-    ``scale`` is a scalar, ``[D]`` standard deviations or a ``[D, D]`` Cholesky factor.
-    Proposals outside the prior's support are rejected without a filter run on them. Returns
-    ``(theta, lp, ll, accept [C] bool, log_alpha [C], filter output of the proposals)``.
+    def estimate(theta: torch.Tensor):
+        lp = log_prior(theta)
+        valid = torch.isfinite(lp)
+        safe = torch.where(valid[:, None], theta, theta[valid][:1].expand_as(theta))
+        if not bool(valid.any()):
+            return torch.full_like(lp, -math.inf), None
+        ll = batched_log_likelihood(make_ssm, ys, safe, num_particles, generator, **pf)
+        return torch.where(valid, lp + ll.to(lp.dtype), -math.inf), None
+
+    return estimate
+
+
+class ProgramEstimator:
+    r"""The pseudo-marginal target of a Pyro program in the parameters' unconstrained space.
+
+    ``estimate(u [C, D])`` replays :math:`\theta = T(u)` (per site, Pyro's ``biject_to`` of the
+    site's support) at the ``parameters`` sites of one program run for :math:`C \times N`
+    particles, filters the rest (bootstrap, O(NT)) and returns
+    :math:`\log p(\theta) + \log|\det J_T(u)| + \log\hat p_N(y\mid\theta)` and the chain's
+    latent draws (one particle per chain, drawn by weight).
     """
-    eps = torch.randn(theta.shape, dtype=theta.dtype, device=theta.device, generator=generator)
-    prop = theta + (eps @ scale.mT if scale.ndim == 2 else eps * scale)
-    lp_prop = log_prior(prop)
-    valid = torch.isfinite(lp_prop)
-    safe = torch.where(valid[:, None], prop, theta)
-    out = particle_filter(
-        make_ssm(safe), ys, num_particles, batch_shape=theta.shape[:1], seed=generator, **pf
-    )
-    ll_prop = out.log_evidence.to(ll.dtype)
-    log_alpha = torch.where(valid, lp_prop + ll_prop - lp - ll, -torch.inf)
-    u = torch.rand(log_alpha.shape, dtype=theta.dtype, device=theta.device, generator=generator)
-    accept = torch.log(u) < log_alpha
-    return (
-        torch.where(accept[:, None], prop, theta),
-        torch.where(accept, lp_prop, lp),
-        torch.where(accept, ll_prop, ll),
-        accept,
-        log_alpha,
-        out,
-    )
+
+    def __init__(self, model, args, kwargs, parameters, num_particles, generator, **pf) -> None:
+        self.model, self.args, self.kwargs = model, args, kwargs
+        self.info = ProgramInfo(model, args, kwargs)
+        missing = [p for p in parameters if p not in self.info.latent_shapes]
+        if missing:
+            raise ArgumentError(
+                f"Expected `parameters` to name latent sites of the model "
+                f"{sorted(self.info.latent_shapes)}, but found {missing}"
+            )
+        self.parameters, self.num_particles, self.generator, self.pf = (
+            tuple(parameters),
+            num_particles,
+            generator,
+            pf,
+        )
+        self.shapes = [self.info.latent_shapes[p] for p in self.parameters]
+        self.sizes = [math.prod(s) for s in self.shapes]
+        self.transforms = [biject_to(self.info.supports[p]) for p in self.parameters]
+
+    @property
+    def dim(self) -> int:
+        return sum(self.sizes)
+
+    def constrain(self, u: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """``{site: [C, *shape]}`` and the log-Jacobian ``[C]`` for ``u [C, D]``."""
+        values, log_jac, start = {}, torch.zeros_like(u[:, 0]), 0
+        for name, shape, size, tr in zip(self.parameters, self.shapes, self.sizes, self.transforms):
+            x = u[:, start : start + size].reshape((-1,) + shape)
+            y = tr(x)
+            ladj = tr.log_abs_det_jacobian(x, y)
+            log_jac = log_jac + ladj.reshape(len(u), -1).sum(-1)
+            values[name], start = y, start + size
+        return values, log_jac
+
+    def unconstrain(self, values: dict[str, torch.Tensor]) -> torch.Tensor:
+        parts = [
+            tr.inv(torch.as_tensor(values[p])).reshape(-1, size)
+            for p, size, tr in zip(self.parameters, self.sizes, self.transforms)
+        ]
+        return torch.cat(parts, -1)
+
+    def __call__(self, u: torch.Tensor):
+        values, log_jac = self.constrain(u)
+        fk = ProgramFK(self.model, self.args, self.kwargs, fixed=values, info=self.info)
+        try:
+            out = particle_filter(
+                fk,
+                None,
+                self.num_particles,
+                batch_shape=u.shape[:1],
+                seed=self.generator,
+                **self.pf,
+            )
+            fk.handle.finish()
+            log_prior = fk.fixed_log_prob.to(u.dtype)
+            pick = torch.multinomial(
+                out.population.weights.double().nan_to_num(1.0), 1, generator=self.generator
+            )[:, 0]
+            rows = torch.arange(len(u), device=u.device)
+            draws = {k: v[rows, pick] for k, v in fk.handle.values().items()}
+        finally:
+            fk.handle.program.close()
+        ll = out.log_evidence.to(u.dtype)
+        return log_prior + log_jac + ll, draws
 
 
 def pmmh(
-    make_ssm: Callable[[torch.Tensor], object],
-    log_prior: Callable[[torch.Tensor], torch.Tensor],
-    ys: torch.Tensor,
-    init: torch.Tensor,
-    *,
+    model: Callable,
+    *args,
+    parameters=None,
+    init: torch.Tensor | dict | None = None,
+    log_prior: Callable | None = None,
     num_samples: int = 1000,
+    num_chains: int = 4,
     num_particles: int = 100,
     proposal_scale: float | torch.Tensor = 0.1,
     seed: int | torch.Generator = 0,
     resampling="systematic",
     ess_threshold: float = 0.5,
+    proposal=None,
     progress: bool = True,
+    **kwargs,
 ) -> Result:
-    r"""PMMH over parameters ``theta`` (any real vector; transform inside ``make_ssm``).
+    r"""PMMH: :class:`PseudoMarginalMH` chains over a particle filter's evidence.
 
-    Parameters
-    ----------
-    make_ssm
-        ``theta [C, D] -> `` a state-space model batched over the ``C`` rows.
-    log_prior
-        ``theta [C, D] -> [C]`` (``-inf`` outside the support: such proposals are rejected
-        without running a filter on them).
-    init
-        ``[C, D]`` starting points of ``C`` chains.
-    proposal_scale
-        Scalar, ``[D]`` standard deviations or a ``[D, D]`` Cholesky factor of the Gaussian
-        random-walk proposal.
+    Two forms:
 
-    Returns
-    -------
-    Result
-        ``draws["theta"] [C, num_samples, D]``, stats ``accept_prob`` and ``log_likelihood``.
+    * **Pyro program** ``pmmh(model, *args, parameters=["phi", ...], **kwargs)``: the named
+      latent sites are the parameters, moved in unconstrained space; the same program (run once
+      per filter, O(NT), see :class:`~ppltk.smc.ProgramFK`) filters the other latent sites.
+      ``init`` is an optional ``{site: [C, *shape]}`` of starting values (default: prior
+      draws). Draws hold the parameter sites ``[C, S, *shape]`` and one filtered trajectory of
+      every other latent site per draw.
+    * **State-space model** ``pmmh(make_ssm, log_prior, ys, init)``:
+      ``make_ssm(theta [C, D])`` returns a model batched over the ``C`` rows, ``log_prior``
+      maps ``[C, D] -> [C]`` (``-inf`` outside the support: rejected without a filter run),
+      ``init`` ``[C, D]``; ``proposal`` is the inner filter's proposal. Draws hold
+      ``"theta" [C, S, D]``.
+
+    ``proposal_scale`` is a scalar, ``[D]`` standard deviations or a ``[D, D]`` Cholesky
+    factor of the random-walk proposal; ``resampling``/``ess_threshold`` configure the inner
+    filter. Stats: ``accept_prob`` and ``lp_target`` (the accepted log-target estimate).
     """
-    if init.ndim != 2:
-        raise ShapeError(f"Expected `init` shaped [chains, dim], but found {list(init.shape)}")
-    generator = make_generator(seed, init.device)
+    _check_pmmh(num_samples, num_particles)
     pf = dict(resampling=resampling, ess_threshold=ess_threshold)
-    scale = torch.as_tensor(proposal_scale, dtype=init.dtype, device=init.device)
-    theta, lp = init, log_prior(init)
-    ll = batched_log_likelihood(make_ssm, ys, theta, num_particles, generator, **pf).to(init.dtype)
-    draws, accepts, lls = [], [], []
+    if parameters is not None:
+        generator = make_generator(seed)
+        estimate = ProgramEstimator(model, args, kwargs, parameters, num_particles, generator, **pf)
+        u0 = _program_init(estimate, init, num_chains, generator)
+    else:
+        if len(args) == 3 and log_prior is None and init is None:
+            log_prior, ys, init = args
+        elif len(args) == 1:
+            ys = args[0]
+        if log_prior is None or not isinstance(init, torch.Tensor) or len(args) not in (1, 3):
+            raise ArgumentError(
+                "Expected `parameters=[...]` for a Pyro program, or (make_ssm, log_prior, ys, "
+                "init [C, D]) for a state-space model factory, but found neither"
+            )
+        if init.ndim != 2:
+            raise ShapeError(f"Expected `init` shaped [chains, dim], but found {list(init.shape)}")
+        generator = make_generator(seed, init.device)
+        estimate = ssm_estimator(
+            model, log_prior, ys, num_particles, generator, proposal=proposal, **pf
+        )
+        u0 = init
+    chain = _run_chain(estimate, u0, num_samples, proposal_scale, generator, progress)
+    draws = chain.pop("draws")
+    if parameters is not None:
+        values, _ = estimate.constrain(draws.reshape(-1, draws.shape[-1]))
+        extra = chain.pop("aux")
+        draws = {k: v.reshape(draws.shape[:2] + v.shape[1:]) for k, v in values.items()}
+        draws.update({k: v for k, v in extra.items() if k not in draws})
+    else:
+        chain.pop("aux")
+        draws = {"theta": draws}
+    return Result(draws=draws, stats=chain, method="pmmh", attrs={"num_particles": num_particles})
+
+
+def _check_pmmh(num_samples, num_particles) -> None:
+    for name, value in (("num_samples", num_samples), ("num_particles", num_particles)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ArgumentError(f"Expected `{name}` a positive int, but found {value!r}")
+
+
+def _program_init(estimate: ProgramEstimator, init, num_chains, generator) -> torch.Tensor:
+    if init is not None:
+        return estimate.unconstrain(init)
+    from pyro import poutine
+
+    from ppltk._rng import pyro_seed
+
+    rows = []
+    seed = int(torch.randint(2**31, (1,), generator=generator))
+    with pyro_seed(seed), poutine.block():
+        for _ in range(num_chains):
+            tr = poutine.trace(estimate.model).get_trace(*estimate.args, **estimate.kwargs)
+            rows.append({p: tr.nodes[p]["value"][None] for p in estimate.parameters})
+    return torch.cat([estimate.unconstrain(r) for r in rows], 0)
+
+
+def _run_chain(estimate, u0, num_samples, proposal_scale, generator, progress) -> dict:
+    kernel = PseudoMarginalMH()
+    params = kernel.default_params(u0)
+    scale = torch.as_tensor(proposal_scale, dtype=u0.dtype, device=u0.device)
+    params.step_size = torch.ones_like(params.step_size)
+    if scale.ndim == 2:
+        params.inverse_mass = (scale @ scale.mT).expand(u0.shape[0], *scale.shape).clone()
+    else:
+        params.inverse_mass = (scale**2 * torch.ones_like(u0)).clone()
+    state = kernel.init(u0, estimate)
+    rec = {"draws": [], "accept_prob": [], "lp_target": [], "aux": []}
     with progress_bar(num_samples, "PMMH", progress) as bar:
         for _ in range(num_samples):
-            theta, lp, ll, _, log_alpha, _ = _pmmh_step(
-                make_ssm, log_prior, ys, theta, lp, ll, scale, num_particles, generator, pf
-            )
-            draws.append(theta)
-            accepts.append(log_alpha.clamp(max=0).exp())
-            lls.append(ll)
+            state, info = kernel.step(state, estimate, params, generator)
+            for key, value in (
+                ("draws", state.position),
+                ("accept_prob", info["accept_prob"]),
+                ("lp_target", state.lp),
+                ("aux", state.aux),
+            ):
+                rec[key].append(value)
             bar.update()
-    stack = lambda xs: torch.stack(xs, 1)  # noqa: E731
-    return Result(
-        draws={"theta": stack(draws)},
-        stats={
-            "accept_prob": stack(accepts),
-            "lp_likelihood": stack(lls),
-        },  # not ArviZ's log_likelihood
-        method="pmmh",
-        attrs={"num_particles": num_particles},
+    out = {k: torch.stack(v, 1) for k, v in rec.items() if k != "aux"}
+    aux = rec["aux"]
+    out["aux"] = (
+        {k: torch.stack([a[k] for a in aux], 1) for k in aux[0]}
+        if isinstance(aux[0], dict)
+        else None
     )
+    return out

@@ -35,7 +35,11 @@ def reindex(particles: Any, ancestors: torch.Tensor) -> Any:
     (a pytree); ``ancestors`` is ``[*batch, N]``. Non-tensor leaves are passed through. Each
     tensor is gathered along dim ``ancestors.ndim - 1``; cost is linear in its size. A tensor
     whose leading dims are not ``[*batch, N]`` is shared by all particles and returned as is.
+    An object with a ``reindex(ancestors)`` method (e.g. a suspended program's particles)
+    re-indexes itself.
     """
+    if hasattr(particles, "reindex") and not isinstance(particles, torch.Tensor):
+        return particles.reindex(ancestors)
     if isinstance(particles, torch.Tensor):
         if particles.shape[: ancestors.ndim] != ancestors.shape:
             return particles  # no particle dim: shared by all particles

@@ -1,11 +1,17 @@
-r"""Pyro programs as particle-filter proposals: the two ways resampling re-indexes their state.
+r"""Pyro programs as particle filters: the three ways resampling re-indexes their state.
 
+* :class:`ProgramFK` — any Pyro program that observes sequentially, run **once** for all
+  particles in a coroutine suspended at each observation
+  (:class:`~ppltk.handlers.SuspendedProgram`); its live tensors re-index lazily after
+  resampling (:class:`~ppltk.handlers.ParticleTensor`): **linear in T**, the default.
 * :class:`PyroStateSpace` — a Pyro model with ``init(state, ...)`` / ``step(state, y)`` methods
   (the interface of :class:`pyro.infer.SMCFilter`) keeps its Markov state in a dict that the
   algorithm re-indexes by ancestors: **linear in T** (:math:`O(N)` per step).
 * :class:`ReplayProgram` — any Pyro program that observes sequentially: step :math:`k` replays
   the resampled latent values drawn so far, samples the new ones from the prior and suspends
-  after observation :math:`k`: general, **quadratic in T** (the prefix is re-run each step).
+  after observation :math:`k`: **quadratic in T** (the prefix is re-run each step); the
+  fallback for programs the lazy path refuses (Python state outside tensors, control flow on
+  particle values).
 
 Both run under ppltk's handlers: :func:`~ppltk.handlers.particle_plate` vectorises the program
 over particles, :class:`~ppltk.handlers.LogWeightMessenger` collects the observation weights,
@@ -17,6 +23,7 @@ and restores it after; reseeding every step would cost more than the step.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -30,13 +37,15 @@ from ppltk.handlers import (
     LogWeightMessenger,
     ReplayValuesMessenger,
     Suspended,
+    SuspendedProgram,
     SuspendMessenger,
     particle_plate,
     per_particle,
 )
 from ppltk.handlers.particles import site_log_prob
+from ppltk.smc.kernel import FeynmanKac
 
-__all__ = ["PyroStateSpace", "ReplayProgram"]
+__all__ = ["ProgramFK", "ProgramInfo", "ProgramParticles", "PyroStateSpace", "ReplayProgram"]
 
 
 def _trace_log_weight(trace, num_particles: int, dim: int, observed: bool | None) -> torch.Tensor:
@@ -99,6 +108,126 @@ class PyroStateSpace:
         return log_p - _trace_log_weight(gtr.trace, num, dim, False)
 
 
+class ProgramInfo:
+    """What one prior run of a program (no particle plate) tells: its observed sites in
+    execution order, latent site shapes and batch ranks, and its plate nesting."""
+
+    def __init__(self, model: Callable, args=(), kwargs=None, seed: int = 0) -> None:
+        with pyro_seed(seed), poutine.block():
+            trace = poutine.trace(model).get_trace(*args, **(kwargs or {}))
+        trace.compute_log_prob()
+        sites = [s for s in trace.nodes.values() if s["type"] == "sample"]
+        self.observed = [s["name"] for s in sites if s["is_observed"]]
+        if not self.observed:
+            raise ModelStructureError(
+                "Expected the model to observe data (obs=...), but found no observed site"
+            )
+        latent = [s for s in sites if not s["is_observed"] and not site_is_subsample(s)]
+        self.latent_shapes = {s["name"]: tuple(s["value"].shape) for s in latent}
+        self.batch_ranks = {s["name"]: len(s["fn"].batch_shape) for s in latent}
+        self.supports = {s["name"]: s["fn"].support for s in latent}
+        frames = [f.dim for s in sites for f in s["cond_indep_stack"]]
+        self.nesting = max([-d for d in frames if d is not None], default=0)
+
+
+class ProgramParticles:
+    """The particles of a :class:`ProgramFK`: a handle on the suspended program.
+
+    Resampling calls :meth:`reindex`, which records the ancestors in the program's lineage
+    (the program's tensors follow lazily) and returns the same handle: the program's state is
+    one mutable execution, so an older population holding this handle sees the new state.
+    """
+
+    def __init__(self, program: SuspendedProgram, shape: tuple[int, ...], info: ProgramInfo):
+        self.program, self.shape, self.info = program, tuple(shape), info
+        batch = math.prod(shape[:-1])
+        offsets = torch.arange(batch) * shape[-1]
+        self._offsets = offsets.reshape(shape[:-1] + (1,))
+
+    def reindex(self, ancestors: torch.Tensor) -> ProgramParticles:
+        flat = ancestors + self._offsets.to(ancestors.device)
+        self.program.resample(flat.reshape(-1))
+        return self
+
+    def finish(self) -> None:
+        """Run the program past its last observation (draws its remaining latent sites)."""
+        if self.program.advance() is not None:
+            raise ModelStructureError(
+                f"Expected {len(self.info.observed)} observations (as in a prior run), but the "
+                "program made more: the number of observations must not depend on random values"
+            )
+
+    def values(self) -> dict[str, torch.Tensor]:
+        """Every latent site's current values shaped ``[*batch, N, *site_shape]``."""
+        shapes = self.info.latent_shapes
+        return {
+            name: v.reshape(self.shape + shapes[name])
+            for name, v in self.program.values().items()
+            if name in shapes
+        }
+
+
+class ProgramFK(FeynmanKac):
+    r"""Any Pyro program that observes sequentially, as a Feynman–Kac model run once (O(NT)).
+
+    :math:`M_t` runs the program from observation :math:`t-1` to observation :math:`t`
+    (sampling latent sites from their priors: the bootstrap proposal) and :math:`G_t` is the
+    observation's likelihood. The program is vectorised over a flat particle plate of size
+    :math:`\prod(	ext{batch}) N`; ``fixed`` replays latent values per batch row (e.g. the
+    parameters of PMMH chains, ``{site: [*batch, *site_shape]}``), whose log-prior is then
+    available as :attr:`fixed_log_prob`.
+    """
+
+    def __init__(self, model: Callable, args=(), kwargs=None, fixed=None, info=None) -> None:
+        self.model, self.args, self.kwargs = model, tuple(args), dict(kwargs or {})
+        self.info = info or ProgramInfo(model, self.args, self.kwargs)
+        self.num_steps = len(self.info.observed)
+        self.fixed = fixed
+        self.handle: ProgramParticles | None = None
+
+    def _wrappers(self, shape):
+        if not self.fixed:
+            return ()
+        n, values = shape[-1], {}
+        for name, v in self.fixed.items():
+            rank = self.info.batch_ranks.get(name, 0)
+            site = self.info.latent_shapes[name]
+            flat = v.reshape((-1,) + site).repeat_interleave(n, 0)
+            values[name] = flat.reshape(flat.shape[:1] + (1,) * (self.info.nesting - rank) + site)
+        return (ReplayValuesMessenger(values),)
+
+    def advance(self, t, xp, shape, generator):
+        if xp is None:
+            seed = int(torch.randint(2**62, (1,), generator=generator, device=generator.device))
+            program = SuspendedProgram(
+                self.model,
+                self.args,
+                self.kwargs,
+                size=math.prod(shape),
+                max_plate_nesting=self.info.nesting,
+                seed=seed,
+                wrappers=self._wrappers(shape),
+                record_fixed=bool(self.fixed),
+            )
+            xp = self.handle = ProgramParticles(program, shape, self.info)
+        out = xp.program.advance()
+        if out is None:
+            raise ModelStructureError(
+                f"Expected {self.num_steps} observations (as in a prior run), but the program "
+                f"ended after {t}: the number of observations must not depend on random values"
+            )
+        return xp, out[1].reshape(shape)
+
+    @property
+    def fixed_log_prob(self) -> torch.Tensor:
+        """``[*batch]`` log-density of the replayed ``fixed`` values (0 without them)."""
+        handle = self.handle
+        lp = torch.as_tensor(handle.program.fixed_log_prob)
+        if lp.ndim == 0:
+            return lp.expand(handle.shape[:-1])
+        return lp.reshape(handle.shape)[..., 0]
+
+
 class ReplayProgram:
     """Adapter: any sequentially-observing Pyro program as a PF proposal (replay path).
 
@@ -107,28 +236,12 @@ class ReplayProgram:
 
     def __init__(self, model: Callable, args=(), kwargs=None, seed: int = 0) -> None:
         self.model, self.args, self.kwargs = model, tuple(args), dict(kwargs or {})
-        with pyro_seed(seed), poutine.block():
-            trace = poutine.trace(model).get_trace(*self.args, **self.kwargs)
-        trace.compute_log_prob()
-        self.observed = [
-            n for n, s in trace.nodes.items() if s["type"] == "sample" and s["is_observed"]
-        ]
-        if not self.observed:
-            raise ModelStructureError(
-                "Expected the model to observe data (obs=...), but found no observed site"
-            )
-        self.latent_shapes = {
-            n: tuple(s["value"].shape)
-            for n, s in trace.nodes.items()
-            if s["type"] == "sample" and not s["is_observed"] and not site_is_subsample(s)
-        }
-        frames = [
-            f.dim
-            for s in trace.nodes.values()
-            if s["type"] == "sample"
-            for f in s["cond_indep_stack"]
-        ]
-        self.nesting = max([-d for d in frames if d is not None], default=0)
+        info = ProgramInfo(model, self.args, self.kwargs, seed)
+        self.observed, self.latent_shapes, self.nesting = (
+            info.observed,
+            info.latent_shapes,
+            info.nesting,
+        )
 
     @property
     def num_observations(self) -> int:

@@ -16,8 +16,9 @@ import torch
 
 from ppltk._progress import progress_bar
 from ppltk._rng import make_generator
-from ppltk.smc.moves import logdensity_with_grad, mcmc_move
-from ppltk.smc.population import Population
+from ppltk.errors import ArgumentError
+from ppltk.smc.moves import mcmc_move, population_params
+from ppltk.smc.population import Population, check_log_weights
 from ppltk.smc.resampling import resample
 
 __all__ = ["resample_move"]
@@ -41,12 +42,16 @@ def resample_move(
     """
     from ppltk.smc.tempered import _default_kernel
 
+    if particles.ndim != 2 or particles.shape[0] < 2:
+        raise ArgumentError(
+            f"Expected `particles` shaped [N >= 2, D], but found {list(particles.shape)}"
+        )
     generator = make_generator(seed, particles.device)
     kernel = _default_kernel(kernel)
     pop, history = Population.uniform(particles, torch.zeros_like(particles[:, 0])), []
     with progress_bar(len(log_likelihoods), "resample-move SMC", progress) as bar:
         for t, log_lik in enumerate(log_likelihoods):
-            pop = pop.reweight(log_lik(pop.particles).detach())
+            pop = pop.reweight(_finite_or_raise(log_lik(pop.particles).detach(), t))
             history.append(float(pop.ess))
             pop, resampled, _ = resample(
                 pop, resampling, generator, ess_threshold, f"observation t={t}"
@@ -57,9 +62,16 @@ def resample_move(
                 def target(z, seen=seen):
                     return log_prior(z) + sum(f(z) for f in seen)
 
-                z, _ = mcmc_move(
-                    kernel, logdensity_with_grad(target), pop.particles, num_mcmc_steps, generator
+                params = population_params(kernel, pop.particles)
+                state, _ = mcmc_move(
+                    kernel, target, pop.particles, num_mcmc_steps, generator, params
                 )
-                pop = pop.with_particles(z)
+                pop = pop.with_particles(state.position)
             bar.update()
     return pop, history
+
+
+def _finite_or_raise(log_lik: torch.Tensor, t: int) -> torch.Tensor:
+    """NaN log-likelihoods are a model error; all ``-inf`` means zero evidence: both raise."""
+    check_log_weights(log_lik, f"observation t={t}")
+    return log_lik

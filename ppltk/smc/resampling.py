@@ -1,11 +1,13 @@
 r"""Resampling schemes and (adaptive) resampling of a :class:`~ppltk.smc.Population`.
 
-Every scheme has one signature, ``resample(log_weights [*batch, N], generator) -> ancestors
-[*batch, N]`` (int64), and is split into a random part (uniforms, float64) and a deterministic
-inverse-CDF part ``*_from_uniforms(weights, u)`` so tests can enumerate the randomness exactly.
+Every scheme has one signature, ``resample(log_weights [*batch, N], generator, num_samples=None)
+-> ancestors [*batch, M]`` (int64, :math:`M` = ``num_samples``, default :math:`N`), and is split
+into a random part (uniforms, float64) and a deterministic inverse-CDF part
+``*_from_uniforms(weights, u)`` (:math:`M` = ``u.shape[-1]``) so tests can enumerate the
+randomness exactly.
 
 Each scheme is *unbiased*: the offspring count :math:`N^j = \#\{i: a^i = j\}` has
-:math:`E[N^j] = N W^j`, which is what keeps :math:`E[\hat Z] = Z` through resampling. Their
+:math:`E[N^j] = M W^j`, which is what keeps :math:`E[\hat Z] = Z` through resampling. Their
 count distributions (Douc, Cappé & Moulines, 2005):
 
 * multinomial: :math:`(N^1..N^N) \sim \mathrm{Multinomial}(N, W)`;
@@ -44,7 +46,8 @@ __all__ = [
     "resample",
 ]
 
-Resampler = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+Resampler = Callable[..., torch.Tensor]
+"""``resampler(log_weights [*batch, N], generator, num_samples=None) -> ancestors [*batch, M]``."""
 
 
 def _cdf(weights: torch.Tensor) -> torch.Tensor:
@@ -75,31 +78,34 @@ def multinomial_from_uniforms(weights: torch.Tensor, u: torch.Tensor) -> torch.T
 
 
 def stratified_from_uniforms(weights: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    r"""Ancestors :math:`a^i = F^{-1}((i + U_i)/N)` for uniforms ``u [*batch, N]``, in O(N).
+    r"""Ancestors :math:`a^i = F^{-1}((i + U_i)/M)` for uniforms ``u [*batch, M]``, in O(N + M).
 
     The points are sorted, so the number of points below :math:`F_j` is closed-form:
-    with :math:`k = \lfloor N F_j \rfloor`, :math:`C_j = k + [U_k < N F_j - k]` — no search.
+    with :math:`k = \lfloor M F_j \rfloor`, :math:`C_j = k + [U_k < M F_j - k]` — no search.
     """
-    n = weights.shape[-1]
-    scaled = _cdf(weights) * n
+    m = u.shape[-1]
+    scaled = _cdf(weights) * m
     k = torch.floor(scaled)
-    below = torch.gather(u.double(), -1, k.long().clamp_(max=n - 1)) < scaled - k
-    cumulative = torch.where(k >= n, n, k.long() + below.long())
-    return cumulative_to_ancestors(cumulative)
+    below = torch.gather(u.double(), -1, k.long().clamp_(max=m - 1)) < scaled - k
+    cumulative = torch.where(k >= m, m, k.long() + below.long())
+    return cumulative_to_ancestors(cumulative, m)
 
 
-def systematic_from_uniforms(weights: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """Ancestors :math:`a^i = F^{-1}((i + U)/N)` for one uniform per row, ``u [*batch, 1]``."""
-    return stratified_from_uniforms(weights, u.expand(weights.shape))
+def systematic_from_uniforms(
+    weights: torch.Tensor, u: torch.Tensor, num_samples: int | None = None
+) -> torch.Tensor:
+    """Ancestors :math:`a^i = F^{-1}((i + U)/M)` for one uniform per row, ``u [*batch, 1]``."""
+    m = weights.shape[-1] if num_samples is None else num_samples
+    return stratified_from_uniforms(weights, u.expand(weights.shape[:-1] + (m,)))
 
 
 def residual_from_uniforms(weights: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    r"""Residual resampling: :math:`\lfloor N W^j\rfloor` copies, then multinomial on the rest.
+    r"""Residual resampling: :math:`\lfloor M W^j\rfloor` copies, then multinomial on the rest.
 
-    Only the first :math:`R` uniforms of each row of ``u [*batch, N]`` are used. Ancestors are
+    Only the first :math:`R` uniforms of each row of ``u [*batch, M]`` are used. Ancestors are
     returned sorted.
     """
-    n = weights.shape[-1]
+    n = u.shape[-1]
     scaled = weights.double() * n
     det = torch.floor(scaled)
     rest = (n - det.sum(-1, keepdim=True)).round().long()
@@ -108,45 +114,78 @@ def residual_from_uniforms(weights: torch.Tensor, u: torch.Tensor) -> torch.Tens
     draws = _inverse_cdf(frac, u)
     used = torch.arange(n, device=weights.device) < rest
     counts = det.long().scatter_add(-1, draws, used.long())
-    return cumulative_to_ancestors(torch.cumsum(counts, -1))
+    return cumulative_to_ancestors(torch.cumsum(counts, -1), n)
 
 
-def cumulative_to_ancestors(cumulative: torch.Tensor) -> torch.Tensor:
-    r"""Sorted ancestors from cumulative offspring counts :math:`C_j = \sum_{k \le j} N^k`.
+def cumulative_to_ancestors(
+    cumulative: torch.Tensor, num_samples: int | None = None
+) -> torch.Tensor:
+    r"""Sorted ancestors ``[*batch, M]`` from cumulative offspring counts
+    :math:`C_j = \sum_{k \le j} N^k` (``[*batch, N]``, :math:`C_{N-1} = M`).
 
-    :math:`a^i = \#\{j : C_j \le i\}`, by a scatter and a cumsum: O(N), batched.
+    :math:`a^i = \#\{j : C_j \le i\}`, by a scatter and a cumsum: O(N + M), batched.
     """
     n = cumulative.shape[-1]
+    m = n if num_samples is None else num_samples
     marker = torch.zeros(
-        cumulative.shape[:-1] + (n + 1,), dtype=torch.long, device=cumulative.device
+        cumulative.shape[:-1] + (m + 1,), dtype=torch.long, device=cumulative.device
     )
-    marker.scatter_add_(-1, cumulative.clamp(0, n), torch.ones_like(cumulative))
-    return torch.cumsum(marker[..., :n], -1).clamp_(max=n - 1)
+    marker.scatter_add_(-1, cumulative.clamp(0, m), torch.ones_like(cumulative))
+    return torch.cumsum(marker[..., :m], -1).clamp_(max=n - 1)
 
 
-def multinomial(log_weights: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def _count(log_weights: torch.Tensor, num_samples: int | None) -> int:
+    if num_samples is None:
+        return log_weights.shape[-1]
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ArgumentError(f"Expected `num_samples` a positive int, but found {num_samples!r}")
+    return num_samples
+
+
+def _checked_weights(log_weights: torch.Tensor) -> torch.Tensor:
+    if log_weights.shape[-1] == 0:
+        raise ArgumentError("Expected at least one particle to resample, but found none")
+    check_log_weights(log_weights, "resampling")
+    return _weights(log_weights)
+
+
+def multinomial(
+    log_weights: torch.Tensor, generator: torch.Generator, num_samples: int | None = None
+) -> torch.Tensor:
     """Multinomial resampling (iid draws from the weights). See module docs."""
+    m = _count(log_weights, num_samples)
     return multinomial_from_uniforms(
-        _weights(log_weights), _uniforms(log_weights, log_weights.shape[-1], generator)
+        _checked_weights(log_weights), _uniforms(log_weights, m, generator)
     )
 
 
-def stratified(log_weights: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def stratified(
+    log_weights: torch.Tensor, generator: torch.Generator, num_samples: int | None = None
+) -> torch.Tensor:
     """Stratified resampling (one uniform per stratum). See module docs."""
+    m = _count(log_weights, num_samples)
     return stratified_from_uniforms(
-        _weights(log_weights), _uniforms(log_weights, log_weights.shape[-1], generator)
+        _checked_weights(log_weights), _uniforms(log_weights, m, generator)
     )
 
 
-def systematic(log_weights: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def systematic(
+    log_weights: torch.Tensor, generator: torch.Generator, num_samples: int | None = None
+) -> torch.Tensor:
     """Systematic resampling (one shared uniform). See module docs."""
-    return systematic_from_uniforms(_weights(log_weights), _uniforms(log_weights, 1, generator))
+    m = _count(log_weights, num_samples)
+    return systematic_from_uniforms(
+        _checked_weights(log_weights), _uniforms(log_weights, 1, generator), m
+    )
 
 
-def residual(log_weights: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def residual(
+    log_weights: torch.Tensor, generator: torch.Generator, num_samples: int | None = None
+) -> torch.Tensor:
     """Residual resampling (deterministic floor part + multinomial remainder). See module docs."""
+    m = _count(log_weights, num_samples)
     return residual_from_uniforms(
-        _weights(log_weights), _uniforms(log_weights, log_weights.shape[-1], generator)
+        _checked_weights(log_weights), _uniforms(log_weights, m, generator)
     )
 
 
@@ -199,12 +238,16 @@ def resample(
         mask = (population.ess if ess is None else ess) < ess_threshold * n
     else:
         mask = torch.ones(logw.shape[:-1], dtype=torch.bool, device=logw.device)
+    lse = torch.logsumexp(logw, dim=-1)
+    if logw.ndim > 1:  # batched: a row with zero total weight (a dead filter) stays as it is
+        mask = mask & ~torch.isneginf(lse)
     if not bool(mask.any()):
         return population, mask, identity
-    check_log_weights(logw, where)
-    ancestors = get_resampler(resampler)(logw, generator)
+    check_log_weights(logw[mask] if logw.ndim > 1 else logw, where)
+    safe = torch.where(mask[..., None], logw, torch.zeros_like(logw)) if logw.ndim > 1 else logw
+    ancestors = get_resampler(resampler)(safe, generator)
     ancestors = torch.where(mask[..., None], ancestors, identity)
-    folded = torch.logsumexp(logw, dim=-1).double() - math.log(n)
+    folded = lse.double() - math.log(n)
     return (
         Population(
             particles=reindex(population.particles, ancestors),

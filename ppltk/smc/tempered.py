@@ -17,8 +17,8 @@ import torch
 
 from ppltk._progress import progress_bar
 from ppltk._rng import make_generator
-from ppltk.errors import ArgumentError
-from ppltk.smc.moves import logdensity_with_grad, mcmc_move
+from ppltk.errors import ArgumentError, NumericalError
+from ppltk.smc.moves import logdensity_with_grad, mcmc_move, population_params, uses_gradient
 from ppltk.smc.population import Population
 from ppltk.smc.resampling import resample
 from ppltk.smc.tempering import next_beta, tempering_increment
@@ -55,6 +55,49 @@ def _parts_and_grads(log_prior: Callable, log_likelihood: Callable) -> Callable:
     return parts
 
 
+def _check_tempered(particles, num_mcmc_steps, target_ess, max_temperatures, betas) -> None:
+    if particles.ndim != 2 or particles.shape[0] < 2 or particles.shape[1] < 1:
+        raise ArgumentError(
+            f"Expected `particles` shaped [N >= 2, D >= 1], but found {list(particles.shape)}"
+        )
+    if not particles.is_floating_point() or particles.dtype == torch.float16:
+        raise ArgumentError(f"Expected `particles` float32 or float64, but found {particles.dtype}")
+    for name, value in (("num_mcmc_steps", num_mcmc_steps), ("max_temperatures", max_temperatures)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ArgumentError(f"Expected `{name}` a positive int, but found {value!r}")
+    if not 0.0 < float(target_ess) < 1.0:
+        raise ArgumentError(f"Expected `target_ess` in (0, 1), but found {target_ess!r}")
+    if betas is not None:
+        b = [float(x) for x in betas]
+        if not b or b[0] != 0.0 or b[-1] != 1.0 or any(x >= y for x, y in zip(b, b[1:])):
+            raise ArgumentError(
+                f"Expected `betas` increasing from 0.0 to 1.0, but found {list(betas)!r}"
+            )
+
+
+def _evaluators(kernel, log_prior, log_likelihood, parts_and_grads, prior_and_likelihood):
+    """``z -> (prior, likelihood)`` (no gradient) and the tempered target for the kernel."""
+    grad = uses_gradient(kernel)
+    if grad:
+        parts = parts_and_grads or _parts_and_grads(log_prior, log_likelihood)
+
+        def values(z):
+            return parts(z)[:2]
+
+        def target(z, beta):
+            prior, lik, grad_prior, grad_lik = parts(z)
+            return prior + beta * lik, grad_prior + beta * grad_lik
+
+        return values, target, True
+    values = prior_and_likelihood or (lambda z: (log_prior(z), log_likelihood(z)))
+
+    def target(z, beta):
+        prior, lik = values(z)
+        return prior + beta * lik
+
+    return values, target, False
+
+
 def tempered_smc_flat(
     log_prior: Callable[[torch.Tensor], torch.Tensor],
     log_likelihood: Callable[[torch.Tensor], torch.Tensor],
@@ -69,8 +112,10 @@ def tempered_smc_flat(
     max_temperatures: int = 1000,
     progress: bool = False,
     parts_and_grads: Callable[[torch.Tensor], tuple[torch.Tensor, ...]] | None = None,
+    prior_and_likelihood: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
+    dense: bool = True,
 ) -> TemperedOutput:
-    """Adaptive tempered SMC on flat unconstrained points.
+    r"""Adaptive tempered SMC on flat unconstrained points.
 
     Parameters
     ----------
@@ -79,39 +124,54 @@ def tempered_smc_flat(
     particles
         ``[N, D]`` draws from the prior.
     kernel
-        A :mod:`ppltk.mcmc` kernel or its name (default ``"mh"``: random-walk MH), with the
-        particles' variance as metric; ``num_mcmc_steps`` transitions per temperature.
+        A :mod:`ppltk.mcmc` kernel or its name (default ``"mh"``: random-walk MH proposing
+        :math:`N(z, (2.38^2/D)\hat\Sigma)` with :math:`\hat\Sigma` the particles' covariance,
+        re-estimated at every temperature; full with ``dense=True``, else diagonal);
+        ``num_mcmc_steps`` transitions per temperature. Gradient-free kernels never compute
+        gradients.
     target_ess, betas
-        Adaptive schedule by ESS bisection, or a fixed increasing schedule ending at 1.
-    parts_and_grads
-        Optional ``z -> (log prior, log likelihood, their gradients)`` from one evaluation
-        (e.g. :meth:`ppltk.model.ModelBridge.log_prior_and_likelihood_and_grads`); by default
-        built from ``log_prior`` and ``log_likelihood`` with autograd.
+        Adaptive schedule by ESS bisection (``target_ess`` in (0, 1)), or a fixed increasing
+        schedule from 0 to 1.
+    max_temperatures
+        Raise :class:`~ppltk.errors.NumericalError` when :math:`\beta = 1` is not reached
+        within this many temperatures (never an evidence for :math:`\beta < 1`).
+    parts_and_grads, prior_and_likelihood
+        Optional ``z -> (log prior, log likelihood, their gradients)`` and ``z -> (log prior,
+        log likelihood)`` from one evaluation (e.g. :class:`ppltk.model.ModelBridge` methods);
+        by default built from ``log_prior`` and ``log_likelihood``.
     """
-    if particles.ndim != 2:
-        raise ArgumentError(
-            f"Expected `particles` shaped [N, D], but found {list(particles.shape)}"
-        )
+    _check_tempered(particles, num_mcmc_steps, target_ess, max_temperatures, betas)
     generator = make_generator(seed, particles.device)
     kernel = _default_kernel(kernel)
-    parts = parts_and_grads or _parts_and_grads(log_prior, log_likelihood)
+    values, target, with_grad = _evaluators(
+        kernel, log_prior, log_likelihood, parts_and_grads, prior_and_likelihood
+    )
     pop = Population.uniform(particles, torch.zeros_like(particles[:, 0]))
-    ll, beta, schedule, accepts = parts(particles)[1], 0.0, [0.0], []
+    ll, beta, schedule, accepts = values(particles)[1], 0.0, [0.0], []
     with progress_bar(100, "tempered SMC", progress) as bar:
-        while beta < 1.0 and len(schedule) <= max_temperatures:
-            new = betas[len(schedule)] if betas else next_beta(ll, beta, target_ess)
+        while beta < 1.0:
+            if len(schedule) > max_temperatures:
+                raise NumericalError(
+                    f"Expected to reach beta = 1 within max_temperatures={max_temperatures}, "
+                    f"but found beta = {beta:.3g}; raise max_temperatures or num_particles"
+                )
+            new = float(betas[len(schedule)]) if betas else next_beta(ll, beta, target_ess)
             pop = pop.reweight(tempering_increment(ll, new - beta))
             pop, _, _ = resample(pop, resampling, generator, 1.0, f"temperature beta={new:.4g}")
             beta = new
             schedule.append(beta)
-
-            def target(z, b=beta):  # log p(z) + b log p(y | z), one model evaluation
-                prior, lik, grad_prior, grad_lik = parts(z)
-                return prior + b * lik, grad_prior + b * grad_lik
-
-            z, acc = mcmc_move(kernel, target, pop.particles, num_mcmc_steps, generator)
-            pop, ll = pop.with_particles(z), parts(z)[1]
-            accepts.append(float(acc.mean()))
+            params = population_params(kernel, pop.particles, dense=dense)
+            state, info = mcmc_move(
+                kernel,
+                lambda z, b=beta: target(z, b),
+                pop.particles,
+                num_mcmc_steps,
+                generator,
+                params,
+                with_grad=with_grad,
+            )
+            pop, ll = pop.with_particles(state.position), values(state.position)[1]
+            accepts.append(float(info["accept_prob"].mean()))
             bar.update(round(100 * beta) - bar.n)
     return TemperedOutput(pop.particles, pop.log_evidence_estimate(), schedule, ll, accepts)
 
@@ -149,6 +209,8 @@ def tempered_smc(
     """
     from ppltk.model import ModelBridge
 
+    if isinstance(num_particles, bool) or not isinstance(num_particles, int) or num_particles < 2:
+        raise ArgumentError(f"Expected `num_particles` an int >= 2, but found {num_particles!r}")
     generator = make_generator(seed)
     bridge = ModelBridge(model, args, kwargs, seed=0)
     z0 = bridge.sample_prior(num_particles, generator)
@@ -157,6 +219,7 @@ def tempered_smc(
         bridge.log_likelihood,
         z0,
         parts_and_grads=bridge.log_prior_and_likelihood_and_grads,
+        prior_and_likelihood=bridge.log_prior_and_likelihood,
         kernel=kernel,
         num_mcmc_steps=num_mcmc_steps,
         target_ess=target_ess,

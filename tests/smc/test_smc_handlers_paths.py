@@ -127,26 +127,29 @@ def program(ys):
         pyro.sample(f"y_{t}", dist.Normal(x, R**0.5), obs=ys[t])
 
 
-@pytest.mark.parametrize("kind", ["markov", "pyro-markov", "replay"])
+@pytest.mark.parametrize("kind", ["markov", "pyro-markov", "program", "replay"])
 def test_smc_paths_match_kalman_evidence(kind):
     eye = torch.eye(1)
     ssm = LinearGaussianSSM(A * eye, eye, Q * eye, R * eye, torch.zeros(1), eye)
     _, ys = ssm.simulate(10, torch.Generator().manual_seed(0))
-    model = {"markov": ssm, "pyro-markov": InitStep(), "replay": program}[kind]
+    model = {"markov": ssm, "pyro-markov": InitStep(), "program": program, "replay": program}
+    model = model[kind]
     args = (ys,) if kind == "markov" else (ys[:, 0],)
-    assert model_path(model) == kind
+    path = "replay" if kind == "replay" else None
+    assert model_path(model, path) == kind
     logz = kalman_1d(ys[:, 0], A, Q, R)
     errs = torch.tensor(
         [
-            smc(model, *args, num_particles=300, seed=s, progress=False).log_evidence - logz
+            smc(model, *args, num_particles=300, seed=s, progress=False, path=path).log_evidence
+            - logz
             for s in range(8)
         ]
     )
     # 8 independent runs: mean within 5 se plus the -Var/2 log bias
     assert abs(errs.mean()) < 5 * errs.std() / math.sqrt(8) + errs.var() / 2 + 0.01, errs
-    res = smc(model, *args, num_particles=300, seed=0, progress=False)
+    res = smc(model, *args, num_particles=300, seed=0, progress=False, path=path)
     assert res.attrs["path"] == kind and res.num_draws == 300
-    if kind == "replay":
+    if kind in ("program", "replay"):
         assert set(res.draws) == {f"x_{t}" for t in range(10)}
         res.to_arviz()
 
