@@ -86,9 +86,9 @@ def _cdf(w):
     return torch.cumsum(w, 0).tolist()
 
 
-def coordinate_cells(scheme, w):
-    """Per-uniform cells on which the scheme's inverse-CDF map is constant."""
-    n = len(w)
+def coordinate_cells(scheme, w, m=None):
+    """Per-uniform cells on which the scheme's inverse-CDF map is constant (m draws)."""
+    n = len(w) if m is None else m
     if scheme == "systematic":
         return [cells([n * c - i for c in _cdf(w) for i in range(n)])]
     if scheme == "stratified":
@@ -165,12 +165,19 @@ W = torch.tensor([0.05, 0.5, 0.15, 0.3], dtype=D)
 
 
 @pytest.mark.parametrize("scheme", ["multinomial", "stratified", "systematic", "residual"])
-def test_smc_offspring_count_distribution(scheme):
-    n = len(W)
+@pytest.mark.parametrize("m", [4, 3, 6])
+def test_smc_offspring_count_distribution(scheme, m):
+    """Exact offspring-count law for M = num_samples draws from N = 4 weights (M != N too)."""
+    n = m
     dist = {}
-    for combo in itertools.product(*coordinate_cells(scheme, W)):
+    for combo in itertools.product(*coordinate_cells(scheme, W, m)):
         u = torch.tensor([c[0] for c in combo], dtype=D)
-        counts = tuple(torch.bincount(FROM_U[scheme](W, u), minlength=n).tolist())
+        if scheme == "systematic":
+            ancestors = systematic_from_uniforms(W, u, m)
+        else:
+            ancestors = FROM_U[scheme](W, u)
+        assert ancestors.shape == (m,)
+        counts = tuple(torch.bincount(ancestors, minlength=len(W)).tolist())
         dist[counts] = dist.get(counts, 0.0) + math.prod(c[1] for c in combo)
     mean = sum(p * torch.tensor(c, dtype=D) for c, p in dist.items())
     torch.testing.assert_close(mean, n * W, atol=1e-12, rtol=0)  # unbiased: E[N^j] = N W^j
@@ -187,13 +194,16 @@ def test_smc_offspring_count_distribution(scheme):
 
 
 @pytest.mark.parametrize("scheme", ["multinomial", "stratified", "systematic", "residual"])
-def test_smc_sampled_ancestor_counts(scheme):
+@pytest.mark.parametrize("n", [4, 3, 7])
+def test_smc_sampled_ancestor_counts(scheme, n):
     from ppltk.smc import get_resampler
 
     g = torch.Generator().manual_seed(0)
-    reps, n = 4000, 4
-    logw = W.log().expand(reps, n)
-    counts = torch.nn.functional.one_hot(get_resampler(scheme)(logw, g), n).sum(1).double()
+    reps = 4000
+    logw = W.log().expand(reps, len(W))
+    ancestors = get_resampler(scheme)(logw, g, num_samples=n)
+    assert ancestors.shape == (reps, n)
+    counts = torch.nn.functional.one_hot(ancestors, len(W)).sum(1).double()
     # 5 standard errors of the mean count (sd <= sqrt(n w (1 - w)) <= 1 for n = 4)
     assert (
         (counts.mean(0) - n * W).abs() < 5 * counts.std(0).clamp_min(1e-3) / math.sqrt(reps)

@@ -301,3 +301,78 @@ def test_smc_tempered_constrained_site_evidence():
     # posterior IG(8, .): sd/mean = 1/sqrt(6) = 0.41; with an effective size >= 300 the se of
     # the mean ratio is <= 0.024, so 0.1 is ~4 se
     assert abs(res.draws["var"].mean() / post_mean - 1) < 0.1
+
+
+def ar_phi_program(ys):
+    """The AR(1) model of `ar_data` written as an ordinary Pyro program with phi ~ U(-1, 1)."""
+    phi = pyro.sample("phi", dist.Uniform(-1.0, 1.0))
+    x = pyro.sample("x_0", dist.Normal(0.0, 1.0))
+    for t in range(len(ys)):
+        if t > 0:
+            x = pyro.sample(f"x_{t}", dist.Normal(phi * x, 0.5**0.5))
+        pyro.sample(f"y_{t}", dist.Normal(x, 1.0), obs=ys[t])
+
+
+def test_smc_pmmh_on_a_pyro_program_recovers_exact_posterior(ar_data):
+    """PMMH with the program itself as the inner filter (run once per filter, O(NT))."""
+    ys, (mean, sd) = ar_data
+    chains = 6
+    res = pmmh(
+        ar_phi_program,
+        ys[:, 0].float(),
+        parameters=["phi"],
+        num_chains=chains,
+        num_samples=150,
+        num_particles=50,
+        proposal_scale=0.7,
+        seed=0,
+        progress=False,
+    )
+    phi = torch.as_tensor(res.draws["phi"])[:, 30:]
+    assert phi.shape[0] == chains and "x_29" in res.draws  # one filtered path per draw
+    se = phi.mean(1).std() / math.sqrt(chains)
+    assert abs(phi.mean() - float(mean)) < 5 * se + 0.03
+    assert abs(phi.std() / float(sd) - 1) < 0.35
+    assert 0.05 < res.stats["accept_prob"].mean() < 0.95
+
+
+class _DeadRows:
+    """A batched model whose rows with `dead` set have zero likelihood from step 2 on."""
+
+    def __init__(self, dead):
+        self.dead = dead
+
+    def init(self, shape, generator):
+        return torch.zeros(tuple(shape) + (1,), dtype=D)
+
+    def transition(self, state, t, generator):
+        return state + torch.randn(state.shape, dtype=D, generator=generator)
+
+    def log_observation(self, state, t, y):
+        lp = -0.5 * (state[..., 0] - y[0]) ** 2
+        dead = self.dead[..., None] & (t >= 2)
+        return torch.where(dead, -math.inf, lp) if self.dead.ndim else lp
+
+
+def test_smc_zero_likelihood_row_is_a_rejection_not_an_error():
+    from ppltk.errors import DegenerateWeightsError
+    from ppltk.smc import particle_filter
+
+    ys = torch.zeros(5, 1, dtype=D)
+    dead = torch.tensor([False, True, False])
+    out = particle_filter(_DeadRows(dead), ys, 20, batch_shape=(3,), seed=0)
+    assert torch.isneginf(out.log_evidence[1]) and torch.isfinite(out.log_evidence[[0, 2]]).all()
+    with pytest.raises(DegenerateWeightsError, match="t=2"):
+        particle_filter(_DeadRows(torch.tensor([True, True])), ys, 20, batch_shape=(2,))
+    # PMMH: proposals into the dead region are rejected, the chains carry on
+    res = pmmh(
+        lambda th: _DeadRows(th[:, 0] > 0.5),
+        lambda th: torch.zeros(len(th), dtype=D),
+        ys,
+        torch.zeros(4, 1, dtype=D),
+        num_samples=30,
+        num_particles=10,
+        proposal_scale=1.0,
+        progress=False,
+    )
+    assert (torch.as_tensor(res.draws["theta"]) <= 0.5).all()
