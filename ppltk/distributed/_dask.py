@@ -10,6 +10,10 @@ would have returned, and each unit's result is stored once, by its index.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextlib
+import functools
 import os
 import re
 import uuid
@@ -73,6 +77,18 @@ class DaskExecutor:
     torch_threads
         Torch intra-op threads on the workers (set before each unit; ``None`` leaves them).
         One thread per single-threaded worker avoids oversubscribing the cores.
+    connect_timeout
+        Seconds to wait for the scheduler when connecting to an address or cluster.
+    worker_timeout
+        Seconds :meth:`map_units` waits for at least one worker before it gives up (a
+        scheduler without workers would otherwise wait forever).
+    timeout
+        Overall seconds one :meth:`map_units` call may take (``None``: no limit).
+
+    Every failure of the cluster itself (no scheduler at the address, no workers, a unit
+    that killed its workers more often than ``retries`` allows, a lost scheduler, the
+    overall timeout) raises :class:`~ppltk.errors.DistributedError` with the Dask error as
+    its cause; an exception raised by a unit's own code is re-raised unchanged.
     **cluster_kwargs
         Passed to :class:`~dask.distributed.LocalCluster` (e.g. ``memory_limit``).
 
@@ -94,10 +110,22 @@ class DaskExecutor:
         n_workers: int | None = None,
         threads_per_worker: int = 1,
         torch_threads: int | None = 1,
+        connect_timeout: float = 10.0,
+        worker_timeout: float = 120.0,
+        timeout: float | None = None,
         **cluster_kwargs: Any,
     ) -> None:
         distributed = _import_distributed()
+        for name, value in (
+            ("connect_timeout", connect_timeout),
+            ("worker_timeout", worker_timeout),
+        ):
+            if not isinstance(value, (int, float)) or not value > 0:
+                raise ArgumentError(f"Expected `{name}` a number > 0, but found {value!r}")
+        if timeout is not None and (not isinstance(timeout, (int, float)) or not timeout > 0):
+            raise ArgumentError(f"Expected `timeout` None or a number > 0, but found {timeout!r}")
         self.torch_threads = torch_threads
+        self.worker_timeout, self.timeout = float(worker_timeout), timeout
         self._owned: list[Any] = []
         if target is None:
             cluster_kwargs.setdefault("dashboard_address", ":0")  # a free port, never 8787
@@ -112,7 +140,7 @@ class DaskExecutor:
         if isinstance(target, distributed.Client):
             self.client = target
         elif isinstance(target, str) or hasattr(target, "scheduler_address"):
-            self.client = distributed.Client(target, set_as_default=False)
+            self.client = _connect(distributed, target, connect_timeout)
             self._owned.insert(0, self.client)
         else:
             raise ArgumentError(
@@ -141,8 +169,9 @@ class DaskExecutor:
         seeded, so a re-run would fail the same way) and the other units are cancelled.
         """
         distributed = _import_distributed()
-        from distributed.scheduler import KilledWorker
-
+        if not units:
+            return []
+        self._wait_for_a_worker()
         wrapped = _Unit(fn, self.torch_threads)
         label = re.sub(r"\W+", "_", getattr(fn, "__name__", "unit")).strip("_") or "unit"
         prefix = f"ppltk-{label}-{uuid.uuid4().hex[:10]}"
@@ -155,27 +184,72 @@ class DaskExecutor:
             futures.append(self.client.submit(wrapped, units[i], key=key, pure=False))
             return futures[-1]
 
-        for i in range(len(units)):
-            submit(i, 0)
         results: list[Any] = [None] * len(units)
         counts = [0] * len(units)
-        pending = distributed.as_completed(list(futures), loop=self.client.loop)
-        with progress_bar(len(units), desc, progress) as bar:
-            for future in pending:
-                i, attempt = index[future.key]
-                if future.status == "error":
-                    exc = future.exception()
-                    if isinstance(exc, KilledWorker) and attempt < retries:
-                        pending.add(submit(i, attempt + 1))
+        try:
+            for i in range(len(units)):
+                submit(i, 0)
+            pending = distributed.as_completed(
+                list(futures), loop=self.client.loop, timeout=self.timeout
+            )
+            with progress_bar(len(units), desc, progress) as bar:
+                for future in pending:
+                    i, attempt = index[future.key]
+                    retry = functools.partial(submit, i, attempt + 1)
+                    value = self._result(future, attempt, retries, retry, pending)
+                    if value is _RESUBMITTED:
                         continue
-                    self.client.cancel([f for f in futures if not f.done()])
-                    future.result()  # re-raises the remote exception with its traceback
-                results[i] = future.result()
-                counts[i] += 1
-                bar.update(1)
-                future.release()
+                    results[i] = value
+                    counts[i] += 1
+                    bar.update(1)
+                    future.release()
+        except BaseException as error:
+            self._cancel(futures)
+            if not getattr(error, "_ppltk_unit_error", False):
+                _raise_cluster_error(error, self)
+            raise
         _check_exactly_once(counts)
         return results
+
+    def _result(self, future, attempt, retries, resubmit, pending):
+        """The unit's result; a resubmission marker after a killed worker (retries left)."""
+        from distributed.scheduler import KilledWorker
+
+        if future.status == "error":
+            exc = future.exception()
+            if isinstance(exc, KilledWorker):
+                if attempt < retries:
+                    pending.add(resubmit())
+                    return _RESUBMITTED
+                raise DistributedError(
+                    f"Expected every unit to finish, but a unit killed its workers "
+                    f"{attempt + 1} time(s) and the {retries} retries are spent: {exc}"
+                ) from exc
+        try:
+            return future.result()  # re-raises a unit's own exception with its traceback
+        except BaseException as error:
+            if future.status == "error":  # the unit's code failed, not the cluster
+                error._ppltk_unit_error = True
+            raise
+
+    def _wait_for_a_worker(self) -> None:
+        try:
+            self.client.wait_for_workers(1, timeout=self.worker_timeout)
+        except (TimeoutError, OSError) as error:
+            raise DistributedError(
+                f"Expected at least one Dask worker at {self._address()}, but none connected "
+                f"within worker_timeout={self.worker_timeout:g} s"
+            ) from error
+
+    def _cancel(self, futures: list) -> None:
+        with contextlib.suppress(Exception):  # the scheduler may be gone already
+            self.client.cancel([f for f in futures if not f.done()])
+
+    def _address(self) -> str:
+        try:
+            return repr(self.client.scheduler.address)
+        except Exception:  # noqa: BLE001 - only for a message
+            return "the scheduler"
 
     def close(self) -> None:
         """Close the client/cluster this executor created (not those passed in)."""
@@ -190,6 +264,41 @@ class DaskExecutor:
 
     def __repr__(self) -> str:
         return f"DaskExecutor(scheduler={self.client.scheduler.address!r})"
+
+
+_RESUBMITTED = object()
+
+
+def _connect(distributed, target, timeout: float):
+    """A client for an address or a cluster; a dead address is a :class:`DistributedError`."""
+    try:
+        return distributed.Client(target, set_as_default=False, timeout=timeout)
+    except (OSError, TimeoutError) as error:
+        where = target if isinstance(target, str) else getattr(target, "scheduler_address", target)
+        raise DistributedError(
+            f"Expected a Dask scheduler at {where!r}, but could not connect within "
+            f"connect_timeout={timeout:g} s ({type(error).__name__}: {error})"
+        ) from error
+
+
+def _raise_cluster_error(error: BaseException, executor: DaskExecutor) -> None:
+    """Re-raise a failure of the cluster (not of a unit's code) as :class:`DistributedError`."""
+    from distributed.comm.core import CommClosedError
+
+    if isinstance(error, DistributedError):
+        return
+    if isinstance(error, TimeoutError):
+        raise DistributedError(
+            f"Expected every unit within timeout={executor.timeout} s, but the run timed out "
+            f"on {executor._address()}"
+        ) from error
+    if isinstance(
+        error, (CommClosedError, asyncio.CancelledError, concurrent.futures.CancelledError)
+    ):
+        raise DistributedError(
+            f"Expected the Dask scheduler {executor._address()} to stay reachable, but the "
+            f"connection was lost ({type(error).__name__}: {error})"
+        ) from error
 
 
 def _check_exactly_once(counts: list[int]) -> None:

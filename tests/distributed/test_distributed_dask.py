@@ -29,7 +29,7 @@ from ppltk.distributed import (  # noqa: E402
     sample_chains,
     smc_islands,
 )
-from ppltk.errors import DivergenceWarning  # noqa: E402
+from ppltk.errors import DistributedError, DivergenceWarning  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -285,7 +285,7 @@ def test_killed_worker_without_retries_raises(client, tmp_path):
     previous = set_allowed_failures(client, 0)
     try:
         killed = kill_first_busy_worker(tmp_path)
-        with pytest.raises(distributed.KilledWorker):
+        with pytest.raises(DistributedError, match="retries are spent") as info:
             map_units(
                 marked_unit,
                 [(i, str(tmp_path)) for i in range(4)],
@@ -296,3 +296,4 @@ def test_killed_worker_without_retries_raises(client, tmp_path):
         killed["thread"].join()
     finally:
         set_allowed_failures(client, previous)
+    assert isinstance(info.value.__cause__, distributed.KilledWorker)
