@@ -5,8 +5,6 @@ whose move :math:`M_t` is an MCMC kernel leaving :math:`p(\\theta \\mid y_{0:t-1
 and whose potential is :math:`G_t = p(y_t \\mid \\theta)`.
 """
 
-import torch
-
 from ppltk.mcmc import RandomWalkMH
 from ppltk.smc import FeynmanKac, init, mcmc_move, population_params, step
 
