@@ -5,14 +5,26 @@ All chains advance as one tensor computation: a kernel's ``step`` makes one batc
 """
 
 from ppltk.mcmc._base import Kernel, MCMCState, Params
-from ppltk.mcmc.adaptation import DualAveraging, WarmupAdapter, WelfordCovariance, window_schedule
+from ppltk.mcmc.adaptation import (
+    DualAveraging,
+    StuckChainMonitor,
+    WarmupAdapter,
+    WelfordCovariance,
+    window_schedule,
+)
 from ppltk.mcmc.api import sample
 from ppltk.mcmc.gibbs import Gibbs
 from ppltk.mcmc.hmc import HMC
 from ppltk.mcmc.integrators import find_reasonable_step_size, leapfrog
 from ppltk.mcmc.mh import RandomWalkMH
 from ppltk.mcmc.nuts import NUTS
-from ppltk.mcmc.runner import SampleOutput, make_kernel, sample_flat
+from ppltk.mcmc.runner import (
+    ChainsDisagreeWarning,
+    GuardedDensity,
+    SampleOutput,
+    make_kernel,
+    sample_flat,
+)
 
 __all__ = [
     "NUTS",
@@ -23,6 +35,8 @@ __all__ = [
     "MCMCState",
     "Params",
     "SampleOutput",
+    "ChainsDisagreeWarning",
+    "GuardedDensity",
     "sample",
     "sample_flat",
     "make_kernel",
@@ -32,4 +46,5 @@ __all__ = [
     "DualAveraging",
     "WelfordCovariance",
     "WarmupAdapter",
+    "StuckChainMonitor",
 ]

@@ -31,7 +31,13 @@ import torch
 
 from ppltk.mcmc._base import Params
 
-__all__ = ["window_schedule", "DualAveraging", "WelfordCovariance", "WarmupAdapter"]
+__all__ = [
+    "window_schedule",
+    "DualAveraging",
+    "WelfordCovariance",
+    "WarmupAdapter",
+    "StuckChainMonitor",
+]
 
 
 def window_schedule(
@@ -200,6 +206,15 @@ class WarmupAdapter:
             step_size = self.averaging.log_eps_bar.exp()
         return Params(_finite_step(step_size, params.step_size), inverse_mass)
 
+    def take_rows(self, index: torch.Tensor) -> None:
+        """Chain ``c`` takes over the adaptation state of chain ``index[c]`` (a restart)."""
+        da = self.averaging
+        for key in ("log_eps", "log_eps_bar", "h_bar", "mu"):
+            setattr(da, key, getattr(da, key)[index])
+        self.welford = WelfordCovariance(
+            self.welford.n, self.welford.mean[index], self.welford.m2[index]
+        )
+
     def restart(self, step_size: torch.Tensor) -> None:
         """Restart dual averaging around a freshly tuned step size (after a metric update)."""
         self.averaging = DualAveraging.start(step_size, self.target)
@@ -214,4 +229,75 @@ class WarmupAdapter:
 
 def _finite_step(new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
     ok = torch.isfinite(new) & (new > 0)
-    return torch.where(ok, new, old).clamp(min=1e-10, max=math.exp(10))
+    # no lower floor (a floor strands chains that start where the density is steep)
+    return torch.where(ok, new, old).clamp(max=math.exp(10))
+
+
+class StuckChainMonitor:
+    """Finds chains that are stuck during warm-up, so the runner can restart them.
+
+    Over each check interval (``max(25, num_warmup // 10)`` iterations, checked up to 80% of
+    warm-up so that a restarted chain has time to adapt and decorrelate) it records every
+    chain's mean acceptance statistic and its mean and highest log-density. A chain is stuck
+    when, with at least one other chain healthy,
+
+    - its mean acceptance is below ``min_accept`` (1%), or
+    - its step size is below ``step_ratio`` (1e-3) times the healthy chains' median, or
+    - its highest log-density in the interval is more than ``25 + 5 sqrt(D)`` below the
+      median of the chains' mean log-densities (a chain in the typical set is within a few
+      :math:`\\sqrt{D/2}` of it).
+
+    A stuck chain is restarted from the current state of a healthy chain chosen uniformly
+    at random (its position, step size, metric and adaptation state are copied). This only
+    changes warm-up: the kept draws still come from a fixed, :math:`\\pi`-invariant kernel.
+    """
+
+    min_accept = 0.01
+    step_ratio = 1e-3
+
+    def __init__(self, num_warmup: int, like: torch.Tensor):
+        chains, self.dim = like.shape
+        self.interval = max(25, num_warmup // 10)
+        self.last = int(0.8 * num_warmup)
+        self.active = chains >= 2 and num_warmup >= 2 * self.interval
+        self._reset(like.new_zeros(chains))
+
+    def _reset(self, zeros: torch.Tensor) -> None:
+        self.n = 0
+        self.accept = zeros.clone()
+        self.lp_sum = zeros.clone()
+        self.lp_max = torch.full_like(zeros, -math.inf)
+
+    def update(self, iteration: int, lp: torch.Tensor, accept: torch.Tensor) -> bool:
+        """Record one warm-up iteration; True when a check is due after it."""
+        if not self.active:
+            return False
+        accept = torch.nan_to_num(accept.to(self.accept.dtype), nan=0.0)
+        self.n += 1
+        self.accept = self.accept + accept
+        self.lp_sum = self.lp_sum + torch.nan_to_num(lp, nan=-math.inf, posinf=-math.inf)
+        self.lp_max = torch.maximum(self.lp_max, torch.nan_to_num(lp, nan=-math.inf))
+        return (iteration + 1) % self.interval == 0 and iteration + 1 <= self.last
+
+    def stuck(self, step_size: torch.Tensor) -> torch.Tensor:
+        """Chains ``[C]`` (bool) judged stuck over the interval just ended; resets the window."""
+        n = max(self.n, 1)
+        accept, lp_mean = self.accept / n, self.lp_sum / n
+        finite = torch.isfinite(lp_mean)
+        centre = lp_mean[finite].median() if bool(finite.any()) else lp_mean.new_tensor(0.0)
+        low_lp = self.lp_max < centre - (25.0 + 5.0 * math.sqrt(self.dim))
+        bad = (accept < self.min_accept) | low_lp | ~torch.isfinite(step_size) | (step_size <= 0)
+        healthy_steps = step_size[~bad]
+        if healthy_steps.numel() > 0:
+            bad = bad | (step_size < self.step_ratio * healthy_steps.median())
+        self._reset(torch.zeros_like(self.accept))
+        if bool(bad.all()):
+            return torch.zeros_like(bad)  # no healthy chain to restart from
+        return bad
+
+    def state_dict(self) -> dict:
+        return {"n": self.n, "accept": self.accept, "lp_sum": self.lp_sum, "lp_max": self.lp_max}
+
+    def load_state_dict(self, state: dict) -> None:
+        for key, value in state.items():
+            setattr(self, key, value)

@@ -9,6 +9,7 @@ import torch
 from ppltk._rng import make_generator
 from ppltk.errors import ArgumentError
 from ppltk.mcmc._base import Kernel
+from ppltk.mcmc.checkpoint import stable_hash
 from ppltk.mcmc.runner import make_kernel, sample_flat
 
 __all__ = ["sample"]
@@ -29,7 +30,8 @@ def sample(
     dense_mass: bool = False,
     backend: str = "auto",
     executor=None,
-    chains_per_unit: int = 1,
+    chains_per_unit: int | None = None,
+    restart_stuck: bool = True,
     **model_kwargs,
 ):
     """Draw posterior samples of a Pyro model with ``num_chains`` chains run as one batch.
@@ -57,10 +59,14 @@ def sample(
     target_accept, dense_mass
         Warm-up options (see :func:`ppltk.mcmc.sample_flat`).
     executor, chains_per_unit
-        Spread the chains over workers in groups of ``chains_per_unit``: ``"dask"`` (a local
-        cluster), a scheduler address, a ``dask.distributed.Client`` (see
-        :func:`ppltk.distributed.sample_chains`). ``None`` (default) runs all chains as one
-        batch in this process.
+        Run the chains in groups of ``chains_per_unit`` (one work unit each, see
+        :func:`ppltk.distributed.sample_chains`) on ``executor``: ``None`` (this process, one
+        group after another), ``"dask"`` (a local cluster), a scheduler address or a
+        ``dask.distributed.Client``.  With an executor, ``chains_per_unit`` defaults to 1.
+        With neither, all chains run as one batch.
+    restart_stuck
+        Restart stuck chains during warm-up from another chain's state (see
+        :func:`ppltk.mcmc.sample_flat`); ``attrs["num_restarts"]`` counts them per chain.
     backend
         How the model is evaluated (see :class:`ppltk.model.ModelBridge`): ``"fx"`` replays its
         captured tensor graph, ``"inductor"`` compiles that graph with ``torch.compile`` (a few
@@ -71,9 +77,27 @@ def sample(
     Returns
     -------
     ppltk.Result
-        ``draws {site: [chain, draw, ...]}`` and ``stats`` (``lp``, ``accept_prob``,
-        ``step_size``, ``tree_depth``, ``n_steps``, ``diverging``), ``attrs`` with
-        ``num_divergences`` and ``interrupted``.
+        ``draws {site: [chain, draw, ...]}`` (latent sites and ``pyro.deterministic`` sites)
+        and ``stats`` (``lp``, ``accept_prob``, ``step_size``, ``tree_depth``, ``n_steps``,
+        ``diverging``), ``attrs`` with ``num_divergences``, ``interrupted``,
+        ``num_restarts`` and ``nonfinite_evaluations`` (per chain).
+
+    Notes
+    -----
+    *Reproducibility.* The draws are a function of ``seed``, ``num_chains`` and the grouping
+    (``chains_per_unit``), never of the executor, the number of workers or worker failures:
+    ``sample(..., seed=s, chains_per_unit=k)`` in this process and on any executor give
+    identical draws.  Chains of one group share one random stream, so a different grouping
+    (including the default single batch) gives different, equally valid, draws.
+
+    *Robustness.* A point where the model raises (e.g. ``torch.linalg.LinAlgError`` from a
+    Cholesky inside the model, a ``ValueError`` from a distribution) or has a non-finite
+    log-density or gradient is a rejected (divergent) transition of that chain only; initial
+    points are redrawn until every chain has a finite one.
+
+    *Checkpoints* store a fingerprint of the run (model sites, a hash of the data and
+    arguments, kernel and options, seed, ppltk version); resuming another run's checkpoint
+    raises :class:`~ppltk.errors.CheckpointMismatchError`.
 
     Warns
     -----
@@ -84,9 +108,11 @@ def sample(
     """
     from ppltk.model import ModelBridge
 
-    if executor is not None:
+    if executor is not None or chains_per_unit is not None:
         if checkpoint is not None:
-            raise ArgumentError("`checkpoint` cannot be combined with `executor`")
+            raise ArgumentError(
+                "`checkpoint` cannot be combined with `executor` or `chains_per_unit`"
+            )
         from ppltk.distributed import sample_chains
 
         return sample_chains(
@@ -94,8 +120,9 @@ def sample(
             *model_args,
             method=kernel,
             num_chains=num_chains,
-            chains_per_unit=chains_per_unit,
+            chains_per_unit=1 if chains_per_unit is None else chains_per_unit,
             executor=executor,
+            restart_stuck=restart_stuck,
             seed=seed,
             progress=progress,
             num_warmup=num_warmup,
@@ -115,6 +142,10 @@ def sample(
     dev = torch.device(device) if device is not None else bridge.device
     gen = make_generator(seed, dev)
     init = bridge.initial_points(num_chains, gen).to(dev)
+    fingerprint = {
+        "model": stable_hash(bridge.structure()),
+        "data": stable_hash([model_args, model_kwargs, bridge.observed]),
+    }
     out = sample_flat(
         bridge.log_density_and_grad,
         init,
@@ -126,6 +157,9 @@ def sample(
         dense_mass=dense_mass,
         progress=progress,
         checkpoint=checkpoint,
+        restart_stuck=restart_stuck,
+        warn_disagreement=True,
+        fingerprint=fingerprint,
     )
     attrs = {
         "num_divergences": out.num_divergences,
@@ -133,6 +167,9 @@ def sample(
         "interrupted": out.interrupted,
         "kernel": repr(kernel),
         "num_warmup": num_warmup,
+        "num_restarts": out.attrs["restarts"].tolist(),
+        "nonfinite_evaluations": out.attrs["nonfinite_evaluations"].tolist(),
+        "model_evaluation_errors": bridge.num_evaluation_errors,
     }
     if isinstance(seed, int):
         attrs["seed"] = seed

@@ -93,7 +93,7 @@ def find_reasonable_step_size(
     logdensity_and_grad: LogDensityFn,
     generator: torch.Generator,
     target: float = 0.8,
-    max_iter: int = 60,
+    max_iter: int = 200,
 ) -> torch.Tensor:
     """Stan's step-size heuristic, per chain: double or halve until one leapfrog step's
     acceptance :math:`\\exp(-\\Delta H)` crosses ``target`` (chains stop independently)."""
@@ -111,4 +111,6 @@ def find_reasonable_step_size(
         active = active & ~crossed
         if not bool(active.any()):
             break
-    return eps.clamp(min=1e-10, max=1e5)
+    # no lower floor: a chain started where the log-density is steep needs a tiny step to
+    # move at all (a floor would strand it); only exact zero/underflow is excluded
+    return eps.clamp(min=torch.finfo(eps.dtype).tiny, max=1e5)

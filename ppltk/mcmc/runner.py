@@ -9,6 +9,7 @@ and ``checkpoint=path`` saves everything needed to resume bit-for-bit.
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -18,15 +19,45 @@ import torch
 
 from ppltk._progress import progress_bar
 from ppltk._rng import make_generator
-from ppltk.errors import ArgumentError, DivergenceWarning, InterruptedWarning
+from ppltk.errors import ArgumentError, DivergenceWarning, InterruptedWarning, PpltkWarning
 from ppltk.mcmc._base import Kernel, LogDensityFn, MCMCState, Params, check_params, check_position
-from ppltk.mcmc.adaptation import WarmupAdapter
-from ppltk.mcmc.checkpoint import load_checkpoint, save_checkpoint
+from ppltk.mcmc.adaptation import StuckChainMonitor, WarmupAdapter
+from ppltk.mcmc.checkpoint import load_checkpoint, run_fingerprint, save_checkpoint
 from ppltk.mcmc.hmc import HMC
 from ppltk.mcmc.mh import RandomWalkMH
 from ppltk.mcmc.nuts import NUTS
 
-__all__ = ["SampleOutput", "sample_flat", "make_kernel"]
+__all__ = ["SampleOutput", "sample_flat", "make_kernel", "ChainsDisagreeWarning", "GuardedDensity"]
+
+
+class ChainsDisagreeWarning(PpltkWarning):
+    """After sampling, the chains disagree (split R-hat above the threshold): some chain is
+    stuck or in another mode; the message gives R-hat without each chain and per-chain ESS."""
+
+
+class GuardedDensity:
+    """A batched log-density that never fails the whole batch: a point where the model raises
+    (a failed Cholesky, a validation error) or where the value or gradient is not finite gets
+    :math:`\\log\\pi = -\\infty` and a zero gradient, which every kernel rejects (HMC/NUTS
+    count it as a divergence). ``nonfinite [C]`` counts such points per chain (including
+    points of zero density, e.g. outside the support)."""
+
+    def __init__(self, fn: LogDensityFn, chains: int, device) -> None:
+        self.fn = fn
+        self.nonfinite = torch.zeros(chains, dtype=torch.long, device=device)
+
+    def __call__(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        from ppltk.model.bridge import evaluate_rows
+
+        lp, grad = evaluate_rows(self.fn, z)
+        lp, grad = lp.detach(), grad.detach()
+        bad = ~torch.isfinite(lp + grad.sum(-1))
+        lp = torch.where(bad, -math.inf, lp)
+        grad = torch.where(bad.unsqueeze(-1), 0.0, grad)
+        if bad.shape == self.nonfinite.shape:
+            self.nonfinite = self.nonfinite + bad
+        return lp, grad
+
 
 _KERNELS = {"nuts": NUTS, "hmc": HMC, "mh": RandomWalkMH}
 
@@ -91,6 +122,9 @@ class _Run:
         self.stats: dict[str, torch.Tensor] = {}
         self.completed = 0  # iterations fully processed
         self.warmup_divergences = torch.zeros(chains, dtype=torch.long, device=state.lp.device)
+        self.restarts = torch.zeros(chains, dtype=torch.long, device=state.lp.device)
+        self.monitor: StuckChainMonitor | None = None
+        self.fingerprint: dict[str, str] = {}
         # per-iteration records are kept as references and written in one batch by flush()
         self._pending: list[tuple[int, torch.Tensor, dict[str, torch.Tensor]]] = []
         self._pending_divergences: list[torch.Tensor] = []
@@ -109,6 +143,33 @@ class _Run:
         else:
             self._pending.append((i - self.num_warmup, state.position, info))
         self.completed = i + 1
+
+    # -- one atomic unit for checkpoints: a snapshot of everything that an iteration changes
+    def snapshot(self) -> dict:
+        """The run as of the last completed iteration (taken before the next one starts)."""
+        return {
+            "completed": self.completed,
+            "state": self.state,
+            "params": self.params,
+            "adapters": [_copy_tree(a.state_dict()) for a in self.adapters],
+            "monitor": None if self.monitor is None else dict(self.monitor.state_dict()),
+            "restarts": self.restarts,
+            "pending": len(self._pending),
+            "pending_divergences": len(self._pending_divergences),
+            "generator": self.gen.get_state(),
+        }
+
+    def rollback(self, snap: dict) -> None:
+        """Undo a partly done iteration (Ctrl-C can land anywhere inside it)."""
+        self.completed, self.state, self.params = snap["completed"], snap["state"], snap["params"]
+        for adapter, saved in zip(self.adapters, snap["adapters"]):
+            adapter.load_state_dict(saved)
+        if self.monitor is not None:
+            self.monitor.load_state_dict(snap["monitor"])
+        self.restarts = snap["restarts"]
+        del self._pending[snap["pending"] :]
+        del self._pending_divergences[snap["pending_divergences"] :]
+        self.gen.set_state(snap["generator"])
 
     def flush(self) -> None:
         """Write the pending draws, statistics and warm-up divergences into the preallocated
@@ -142,12 +203,40 @@ class _Run:
             self.params = kernel.tune_step_size(self.state, self.ld, self.params, self.gen)
             for a, bp in zip(self.adapters, kernel.param_blocks(self.params)):
                 a.restart(bp.step_size)
+        accept = torch.stack(accepts).mean(0)
+        if self.monitor is not None and self.monitor.update(i, self.state.lp, accept):
+            step = kernel.param_blocks(self.params)[0].step_size
+            stuck = self.monitor.stuck(step)
+            if bool(stuck.any()):
+                self._restart(stuck)
+
+    def _restart(self, stuck: torch.Tensor) -> None:
+        """Restart each stuck chain from the state of a healthy chain drawn at random."""
+        chains = stuck.shape[0]
+        healthy = torch.nonzero(~stuck).flatten()
+        pick = torch.randint(
+            healthy.numel(), (chains,), generator=self.gen, device=self.gen.device
+        ).to(healthy.device)
+        donor = torch.where(stuck, healthy[pick], torch.arange(chains, device=stuck.device))
+        st = self.state
+        self.state = MCMCState(st.position[donor], st.lp[donor], st.grad[donor])
+        blocks = [
+            Params(bp.step_size[donor], bp.inverse_mass[donor])
+            for bp in self.kernel.param_blocks(self.params)
+        ]
+        self.params = self.kernel.join_param_blocks(blocks)
+        for adapter in self.adapters:
+            adapter.take_rows(donor)
+        self.restarts = self.restarts + stuck
 
     def output(self, interrupted: bool) -> SampleOutput:
         self.flush()
         kept = self.kept
         stats = {k: v[:, :kept] for k, v in self.stats.items()}
         div = int(stats["diverging"].sum()) if "diverging" in stats else 0
+        attrs = {"warmup_divergences": self.warmup_divergences, "restarts": self.restarts}
+        if isinstance(self.ld, GuardedDensity):
+            attrs["nonfinite_evaluations"] = self.ld.nonfinite
         return SampleOutput(
             self.positions[:, :kept],
             stats,
@@ -156,8 +245,13 @@ class _Run:
             div,
             interrupted,
             self.kernel,
-            {"warmup_divergences": self.warmup_divergences},
+            attrs,
         )
+
+
+def _copy_tree(obj):
+    """Shallow copy of nested dicts (tensors are replaced, never changed in place)."""
+    return {k: _copy_tree(v) for k, v in obj.items()} if isinstance(obj, dict) else obj
 
 
 def sample_flat(
@@ -177,6 +271,9 @@ def sample_flat(
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int = 100,
     warn_divergences: bool = True,
+    restart_stuck: bool = True,
+    warn_disagreement: bool = False,
+    fingerprint: dict | None = None,
 ) -> SampleOutput:
     """Run ``C`` chains of ``kernel`` on a flat batched log-density.
 
@@ -209,6 +306,27 @@ def sample_flat(
         if it exists when the run starts, the run resumes from it.
     warn_divergences
         Warn (:class:`~ppltk.errors.DivergenceWarning`) when kept draws diverged.
+    restart_stuck
+        During warm-up, restart a chain that is stuck (its acceptance or step size collapsed,
+        or its log-density stays far below the other chains') from the state of another
+        chain (:class:`~ppltk.mcmc.adaptation.StuckChainMonitor`); counts per chain are in
+        ``attrs["restarts"]``. Only warm-up changes; kept draws come from a fixed kernel.
+    warn_disagreement
+        Warn (:class:`ChainsDisagreeWarning`) when, with at least ``RHAT_MIN_DRAWS`` kept draws
+        per chain, the split R-hat (ArviZ) exceeds ``RHAT_THRESHOLD``; the message gives R-hat
+        without each chain and each chain's ESS (default off here; on in
+        :func:`ppltk.mcmc.sample`).
+    fingerprint
+        Extra entries for the checkpoint's fingerprint (e.g. the model's sites and a hash of
+        its data, from :func:`ppltk.mcmc.sample`); a checkpoint whose fingerprint differs from
+        this run's raises :class:`~ppltk.errors.CheckpointMismatchError`.
+
+    Notes
+    -----
+    Robustness: a point where the log-density raises (a failed Cholesky inside a model, a
+    validation ``ValueError``) or is not finite, in value or gradient, is a rejected (for
+    HMC/NUTS: divergent) transition of that chain only (:class:`GuardedDensity`); the counts
+    per chain are in ``attrs["nonfinite_evaluations"]``.
 
     Returns
     -------
@@ -222,8 +340,21 @@ def sample_flat(
     if not 0.0 < target < 1.0:
         raise ArgumentError(f"Expected `target_accept` in (0, 1), but found {target_accept!r}")
     gen = make_generator(seed, init_position.device)
+    logdensity_and_grad = GuardedDensity(
+        logdensity_and_grad, init_position.shape[0], init_position.device
+    )
     path = Path(checkpoint) if checkpoint is not None else None
     resume = path is not None and path.exists()
+    options = {
+        "target_accept": target,
+        "dense_mass": dense_mass,
+        "adapt_step_size": adapt_step_size,
+        "adapt_mass": adapt_mass,
+        "restart_stuck": restart_stuck,
+        "params": params,
+    }
+    prints = run_fingerprint(kernel, init_position, num_warmup, num_samples, gen, options)
+    prints.update(fingerprint or {})
     if resume:  # state, params and generator come from the checkpoint
         zeros = init_position.new_zeros(init_position.shape[0])
         state = MCMCState(init_position, zeros, torch.zeros_like(init_position))
@@ -241,10 +372,15 @@ def sample_flat(
         for bp in kernel.param_blocks(params)
     ]
     run = _Run(kernel, logdensity_and_grad, state, params, num_warmup, num_samples, adapters, gen)
+    run.fingerprint = prints
+    if restart_stuck:
+        run.monitor = StuckChainMonitor(num_warmup, init_position)
     if resume:
         load_checkpoint(path, run)
     _loop(run, path, checkpoint_every, progress)
     out = run.output(interrupted=run.completed < num_warmup + num_samples)
+    if warn_disagreement:
+        _warn_if_chains_disagree(out)
     if warn_divergences and out.num_divergences > 0:
         per_chain = out.stats["diverging"].sum(1).tolist()
         warnings.warn(
@@ -260,22 +396,25 @@ def _loop(run: _Run, path: Path | None, every: int, progress: bool) -> None:
     total = run.num_warmup + run.num_samples
     bar = progress_bar(total, "warmup" if run.completed < run.num_warmup else "sample", progress)
     bar.update(run.completed)
-    gen_state = run.gen.get_state()
+    snap = run.snapshot()
     try:
         for i in range(run.completed, total):
             if i == run.num_warmup:
                 bar.set_description("sample")
-            if path is not None:  # the generator state to save if Ctrl-C comes mid-iteration
-                gen_state = run.gen.get_state()
+            if path is not None:  # what to save if Ctrl-C lands inside the iteration
+                snap = run.snapshot()
             run.iterate(i)
             bar.update(1)
             if path is not None and (run.completed % every == 0 or run.completed == total):
                 run.flush()
                 save_checkpoint(path, run, run.gen.get_state())
     except KeyboardInterrupt:
+        # state, adaptation, draws and generator go back together to the last completed
+        # iteration, so a resumed run is bit-for-bit the uninterrupted one
         if path is not None:
+            run.rollback(snap)
             run.flush()
-            save_checkpoint(path, run, gen_state)
+            save_checkpoint(path, run, run.gen.get_state())
         warnings.warn(
             f"Sampling interrupted after {run.completed} of {total} iterations "
             f"({run.kept} kept draws per chain); returning the draws so far"
@@ -285,3 +424,41 @@ def _loop(run: _Run, path: Path | None, every: int, progress: bool) -> None:
         )
     finally:
         bar.close()
+
+
+RHAT_THRESHOLD = 1.1
+"""Split R-hat above which :func:`sample_flat` warns that the chains disagree."""
+RHAT_MIN_DRAWS = 100
+"""Fewer kept draws per chain than this: no R-hat warning (too noisy to judge)."""
+
+
+def _warn_if_chains_disagree(out: SampleOutput) -> None:
+    """Warn with R-hat without each chain and per-chain bulk ESS when chains disagree."""
+    chains, draws = out.positions.shape[:2]
+    if chains < 2 or draws < RHAT_MIN_DRAWS:
+        return
+    import arviz as az
+
+    x = out.positions.detach().double().cpu().numpy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ArviZ's own small-sample warnings
+        rhat = float(az.rhat(az.convert_to_dataset(x))["x"].max())
+        if not rhat > RHAT_THRESHOLD:
+            return
+        loo = []
+        if chains > 2:
+            for c in range(chains):
+                rest = az.convert_to_dataset(x[[k for k in range(chains) if k != c]])
+                loo.append(round(float(az.rhat(rest)["x"].max()), 3))
+        ess = [round(float(az.ess(az.convert_to_dataset(x[c : c + 1]))["x"].min()), 1)
+               for c in range(chains)]  # fmt: skip
+    lp = out.stats.get("lp")
+    lp_means = [round(float(v), 2) for v in lp.double().mean(1)] if lp is not None else []
+    warnings.warn(
+        f"The chains disagree: max split R-hat {rhat:.3f} > {RHAT_THRESHOLD} (unconstrained "
+        f"coordinates). R-hat without each chain: {loo or '-'}; per-chain min bulk ESS: {ess}; "
+        f"per-chain mean log-density: {lp_means}. A chain may be stuck or in another mode: "
+        "run longer, reparameterise, or inspect the chains.",
+        ChainsDisagreeWarning,
+        stacklevel=3,
+    )

@@ -39,9 +39,48 @@ from ppltk.errors import (
     ShapeError,
     VectorisationWarning,
 )
-from ppltk.model.graph import BACKENDS, GraphCache
+from ppltk.model.graph import BACKENDS, EVALUATION_ERRORS, GraphCache
 
-__all__ = ["ModelBridge", "SiteInfo"]
+__all__ = ["ModelBridge", "SiteInfo", "EVALUATION_ERRORS", "evaluate_rows"]
+
+
+def evaluate_rows(
+    fn: Callable[[torch.Tensor], tuple[torch.Tensor, ...]],
+    z: torch.Tensor,
+    layout: tuple[str, ...] = ("value", "grad"),
+    fallback: Callable[[torch.Tensor], tuple[torch.Tensor, ...]] | None = None,
+    failures: list | None = None,
+) -> tuple[torch.Tensor, ...]:
+    """``fn(z [B, D])`` where a point at which the model raises one of
+    :data:`EVALUATION_ERRORS` gets ``-inf`` values and zero gradients instead of failing the
+    whole batch.
+
+    ``layout`` names ``fn``'s outputs: ``"value"`` (``[B]``) or ``"grad"`` (``[B, D]``).  A
+    batched evaluation raises for all rows when one row fails (vmap, a batched Cholesky), so on
+    an error the batch is bisected (with ``fallback``, e.g. an eager evaluation that does not
+    capture a graph for every sub-batch shape) down to the failing rows: ``O(k log B)`` extra
+    calls for ``k`` failing rows, none when nothing fails.  Each error caught is appended to
+    ``failures`` when given.
+    """
+    try:
+        return fn(z)
+    except EVALUATION_ERRORS as error:
+        if failures is not None:
+            failures.append(error)
+        if z.shape[0] == 1 and fallback is None:
+            return _failed_rows(layout, z)
+    inner = fallback if fallback is not None else fn
+    if z.shape[0] == 1:
+        return evaluate_rows(inner, z, layout, None, failures)
+    half = z.shape[0] // 2
+    parts = [evaluate_rows(inner, rows, layout, None, failures) for rows in (z[:half], z[half:])]
+    return tuple(torch.cat(pair, 0) for pair in zip(*parts, strict=True))
+
+
+def _failed_rows(layout: tuple[str, ...], z: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``-inf`` values ``[B]`` and zero gradients ``[B, D]``."""
+    minus_inf = torch.full(z.shape[:1], -math.inf, dtype=z.dtype, device=z.device)
+    return tuple(minus_inf if kind == "value" else torch.zeros_like(z) for kind in layout)
 
 
 @dataclass(frozen=True)
@@ -122,12 +161,18 @@ class ModelBridge:
         if backend not in BACKENDS:
             raise ArgumentError(f"Expected `backend` in {BACKENDS}, but found {backend!r}")
         self._mode = vectorise
+        self.num_evaluation_errors = 0  # batched evaluations in which some point raised
+        self.last_evaluation_error: BaseException | None = None
         with pyro_seed(seed), poutine.block():
             trace = poutine.trace(model).get_trace(*self.args, **self.kwargs)
         self.sites: dict[str, SiteInfo] = {}
         self.observed: dict[str, torch.Tensor] = {}
+        self.deterministic: dict[str, tuple[int, ...]] = {}
         self.discrete_sites: list[str] = []
         self._collect_sites(trace, allow_discrete)
+        varying = self._varying_supports(trace, seed)
+        self.dynamic = [name for name in self.sites if name in varying]
+        self._validate_observed(trace, varying)
         values = [s["value"] for s in trace.nodes.values() if s["type"] == "sample"]
         reference = values[0] if values else torch.zeros(())
         self.dtype = reference.dtype if reference.is_floating_point() else torch.get_default_dtype()
@@ -148,6 +193,9 @@ class ModelBridge:
         offset = 0
         for name, site in trace.nodes.items():
             if site["type"] != "sample" or site_is_subsample(site):
+                continue
+            if site["infer"].get("_deterministic"):
+                self.deterministic[name] = tuple(site["value"].shape)
                 continue
             if site["is_observed"]:
                 self.observed[name] = site["value"]
@@ -180,6 +228,75 @@ class ModelBridge:
         self.dim = offset
         if self.dim == 0 and not self.discrete_sites:
             raise ModelStructureError("The model has no latent sample sites to infer.")
+
+    def _varying_supports(self, trace, seed: int) -> set[str]:
+        """Sites whose support differs between two prior traces: their bounds depend on other
+        latent values (e.g. ``Uniform(0, 1 - a)``), so their transform is re-derived from the
+        support at every evaluation instead of being fixed at trace time."""
+        try:
+            with pyro_seed(seed + 1), poutine.block(), pyro.validation_enabled(False):
+                other = poutine.trace(self.model).get_trace(*self.args, **self.kwargs)
+        except Exception:  # noqa: BLE001 - a second trace is only a probe
+            return set()
+        varying = set()
+        for name, site in trace.nodes.items():
+            if site["type"] != "sample" or site_is_subsample(site) or name not in other.nodes:
+                continue
+            support = getattr(site["fn"], "support", None)
+            other_support = getattr(other.nodes[name]["fn"], "support", None)
+            if support is None or other_support is None:
+                continue
+            a, b = _support_key(support), _support_key(other_support)
+            if len(a) != len(b) or not all(_same(x, y) for x, y in zip(a, b)):
+                varying.add(name)
+        return varying
+
+    def _validate_observed(self, trace, varying: set[str]) -> None:
+        """Observed values inside their distribution's support and not broadcast by the
+        plates into a larger log-probability (e.g. ``[n, 1]`` data in a plate of ``n``)."""
+        for name in self.observed:
+            site = trace.nodes[name]
+            fn, value = site["fn"], site["value"]
+            if type(fn).__name__ == "Unit" or not isinstance(value, torch.Tensor):
+                continue  # pyro.factor
+            event_dim = len(fn.event_shape)
+            value_batch = tuple(value.shape[: value.dim() - event_dim])
+            try:
+                full = torch.broadcast_shapes(value_batch, tuple(fn.batch_shape))
+            except RuntimeError:
+                full = None
+            if full is None or math.prod(full) > max(
+                math.prod(value_batch), math.prod(fn.batch_shape)
+            ):
+                raise ShapeError(
+                    f"Observed site '{name}': expected data of shape {list(fn.shape())} "
+                    f"(batch {list(fn.batch_shape)}, event {list(fn.event_shape)}), but found "
+                    f"{list(value.shape)}, which broadcasts against the distribution to batch "
+                    f"{list(full) if full is not None else 'an error'}; reshape the data "
+                    "(e.g. drop a trailing dimension of size 1)."
+                )
+            if name in varying or fn.support is None:
+                continue  # bounds depend on latents: out-of-bounds data is zero likelihood
+            try:
+                inside = fn.support.check(value)
+            except Exception:  # noqa: BLE001 - supports that cannot be checked are skipped
+                continue
+            mask = site.get("mask")
+            if isinstance(mask, torch.Tensor):
+                inside = inside | ~mask.bool()
+            if not bool(torch.as_tensor(inside).all()):
+                bad = value[~torch.as_tensor(inside).expand(value_batch)] if value_batch else value
+                raise ArgumentError(
+                    f"Observed site '{name}': expected values in the support {fn.support} of "
+                    f"{type(fn).__name__}, but found {bad.reshape(-1)[:5].tolist()} outside it."
+                )
+
+    def structure(self) -> list:
+        """Latent sites (name, shape, support), observed and deterministic sites: what a
+        checkpoint's fingerprint compares."""
+        latent = [(s.name, list(s.shape), str(s.support)) for s in self.sites.values()]
+        observed = [(n, list(v.shape)) for n, v in self.observed.items()]
+        return [latent, observed, sorted(self.deterministic), list(self.discrete_sites)]
 
     @staticmethod
     def _subsampled(trace) -> bool:
@@ -214,9 +331,19 @@ class ModelBridge:
         return z
 
     def constrain(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Constrained site values ``{site: [..., *shape]}`` for flat points ``z [..., D]``."""
+        """Constrained site values ``{site: [..., *shape]}`` for flat points ``z [..., D]``
+        (sites with latent-dependent supports are mapped by running the model)."""
         lead = z.shape[:-1]
-        return {s.name: s.transform(s.slot(z)).reshape(lead + s.shape) for s in self.sites.values()}
+        out = {
+            s.name: s.transform(s.slot(z)).reshape(lead + s.shape)
+            for s in self.sites.values()
+            if s.name not in self.dynamic
+        }
+        if self.dynamic:
+            flat = self._run_rows(z.reshape(-1, self.dim), self.dynamic)
+            out.update({k: v.reshape(lead + self.sites[k].shape) for k, v in flat.items()})
+            out = {name: out[name] for name in self.sites}
+        return out
 
     def unconstrain(self, values: dict[str, torch.Tensor]) -> torch.Tensor:
         """Flat unconstrained points ``[B, D]`` from constrained values ``{site: [B, *shape]}``."""
@@ -226,44 +353,112 @@ class ModelBridge:
                 raise ArgumentError(f"Expected a value for site '{s.name}' in `values`")
             value = values[s.name]
             batch = value.shape[: value.ndim - len(s.shape)]
-            blocks.append(s.transform.inv(value).reshape(batch + (s.size,)))
+            if s.name in self.dynamic:
+                transform = self._support_transform_rows(values, s, batch)
+                blocks.append(transform.reshape(batch + (s.size,)))
+            else:
+                blocks.append(s.transform.inv(value).reshape(batch + (s.size,)))
         return torch.cat(blocks, dim=-1)
+
+    def _support_transform_rows(self, values, site: SiteInfo, batch) -> torch.Tensor:
+        """Unconstrained values of a dynamic-support site, its transform taken from the
+        support it has when the model runs on ``values``."""
+
+        def one(row: dict[str, torch.Tensor]) -> torch.Tensor:
+            trace = self._trace_at(row)
+            return biject_to(trace.nodes[site.name]["fn"].support).inv(row[site.name])
+
+        n = math.prod(batch)
+        rows = {k: v.reshape((n,) + self.sites[k].shape) for k, v in values.items()
+                if k in self.sites}  # fmt: skip
+        try:
+            return torch.func.vmap(one)(rows)
+        except Exception:  # noqa: BLE001 - fall back to a loop
+            return torch.stack([one({k: v[i] for k, v in rows.items()}) for i in range(n)])
 
     # ------------------------------------------------------------------ densities
     def _point_parts(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(prior + log-Jacobian, likelihood) for one flat point ``z [D]``."""
         values, log_jac = {}, z.new_zeros(())
         for s in self.sites.values():
+            if s.name in self.dynamic:
+                continue  # set while the model runs (its support depends on other latents)
             u = s.slot(z)
             x = s.transform(u)
             values[s.name] = x
             log_jac = log_jac + s.transform.log_abs_det_jacobian(u, x).sum()
+        terms, dynamic_log_jac = self._site_terms(values, z)
+        if dynamic_log_jac is not None:
+            log_jac = log_jac + dynamic_log_jac
         prior, lik = log_jac, z.new_zeros(())
-        for name, term in self._site_terms(values):
+        for name, term in terms:
             if name in self.sites:
                 prior = prior + term
-            elif name not in self.discrete_sites:
+            elif name not in self.discrete_sites and name not in self.deterministic:
                 lik = lik + term
         return prior, lik
 
-    def _site_terms(self, values: dict[str, torch.Tensor]) -> list[tuple[str, torch.Tensor]]:
-        """Per-site summed log-probabilities of the model conditioned on ``values``."""
+    def _trace_at(self, values: dict[str, torch.Tensor], z: torch.Tensor | None = None):
+        """A trace of the model with latent ``values`` (and the dynamic-support sites set
+        from ``z``); returns the trace (and the dynamic sites' log-Jacobian as
+        ``trace.dynamic_log_jac``)."""
+        model = poutine.condition(self.model, data=values)
+        dynamic = None
+        if self.dynamic and z is not None:
+            dynamic = _DynamicSupports([self.sites[n] for n in self.dynamic], z)
+            model = dynamic(model)
         with pyro.validation_enabled(False), poutine.block():
-            trace = poutine.trace(poutine.condition(self.model, data=values)).get_trace(
-                *self.args, **self.kwargs
-            )
+            trace = poutine.trace(model).get_trace(*self.args, **self.kwargs)
+        trace.dynamic_log_jac = dynamic.log_jac if dynamic is not None else None
+        return trace
+
+    def _site_terms(
+        self, values: dict[str, torch.Tensor], z: torch.Tensor | None = None
+    ) -> tuple[list[tuple[str, torch.Tensor]], torch.Tensor | None]:
+        """Per-site summed log-probabilities of the model conditioned on ``values`` (dynamic
+        sites from ``z``), and the dynamic sites' log-Jacobian."""
+        trace = self._trace_at(values, z)
+        with pyro.validation_enabled(False):
             trace.compute_log_prob()  # Pyro applies each site's scale and mask
-            return [
-                (name, site["log_prob_sum"])
-                for name, site in trace.nodes.items()
-                if site["type"] == "sample" and not site_is_subsample(site)
-            ]
+        terms = [
+            (name, site["log_prob_sum"])
+            for name, site in trace.nodes.items()
+            if site["type"] == "sample" and not site_is_subsample(site)
+        ]
+        return terms, trace.dynamic_log_jac
+
+    def _point_values(self, z: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
+        """Values of sites ``names`` (deterministic or dynamic-support) at one point ``z``."""
+        values = {
+            s.name: s.transform(s.slot(z)).reshape(s.shape)
+            for s in self.sites.values()
+            if s.name not in self.dynamic
+        }
+        trace = self._trace_at(values, z)
+        return {n: trace.nodes[n]["value"] for n in names}
+
+    def _run_rows(self, z: torch.Tensor, names: list[str], chunk: int = 4096) -> dict:
+        """Values of sites ``names`` at every row of ``z [N, D]`` (vmap in chunks, else a
+        loop)."""
+        if z.shape[0] == 0:
+            return {n: z.new_zeros((0,)) for n in names}
+        out: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+        for rows in z.split(chunk):
+            try:
+                part = torch.func.vmap(lambda r: self._point_values(r, names))(rows)
+            except Exception:  # noqa: BLE001 - models vmap cannot batch: one row at a time
+                each = [self._point_values(r, names) for r in rows]
+                part = {n: torch.stack([torch.as_tensor(e[n]) for e in each]) for n in names}
+            for n in names:
+                out[n].append(part[n])
+        return {n: torch.cat(v) for n, v in out.items()}
 
     def _parts(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z = self._check_batch(z)
-        if self.backend != "eager" and not (torch.is_grad_enabled() and z.requires_grad):
-            return self._graph_parts(z)
-        return self._parts_checked(z)
+        if torch.is_grad_enabled() and z.requires_grad:  # differentiable: errors propagate
+            return self._parts_checked(z)
+        fn = self._parts_checked if self.backend == "eager" else self._graph_parts
+        return self._robust(fn, z, ("value", "value"), self._parts_checked)
 
     def _parts_checked(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self._mode != "loop":
@@ -272,6 +467,9 @@ class ModelBridge:
             except Exception as error:  # noqa: BLE001 - any vmap failure falls back
                 if self._mode == "vmap":
                     raise
+                # the loop re-raises the model's own error when a point cannot be evaluated
+                # (e.g. a failed Cholesky): that is not a vectorisation failure
+                parts = self._loop_parts(z)
                 self._mode = "loop"
                 warnings.warn(
                     f"The model could not be vectorised with torch.func.vmap ({error!r:.200}); "
@@ -279,6 +477,10 @@ class ModelBridge:
                     VectorisationWarning,
                     stacklevel=3,
                 )
+                return parts
+        return self._loop_parts(z)
+
+    def _loop_parts(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         parts = [self._point_parts(row) for row in z]
         return torch.stack([p for p, _ in parts]), torch.stack([q for _, q in parts])
 
@@ -306,9 +508,12 @@ class ModelBridge:
         backward) of the model instead of re-running its Python code.
         """
         z = self._check_batch(z).detach()
-        if self.backend == "eager":
-            return self._eager_density_and_grad(z)
-        return self._graph_density_and_grad(z)
+        fn = (
+            self._eager_density_and_grad
+            if self.backend == "eager"
+            else self._graph_density_and_grad
+        )
+        return self._robust(fn, z, ("value", "grad"), self._eager_density_and_grad)
 
     def log_prior_and_likelihood_and_grads(self, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
         r"""``(prior [B], likelihood [B], grad prior [B, D], grad likelihood [B, D])`` from one
@@ -316,9 +521,19 @@ class ModelBridge:
         :math:`\log p(x) + \beta \log p(y \mid x)` and its gradient need for any
         :math:`\beta`."""
         z = self._check_batch(z).detach()
-        if self.backend == "eager":
-            return self._eager_parts_and_grads(z)
-        return self._graph_parts_and_grads(z)
+        fn = self._eager_parts_and_grads if self.backend == "eager" else self._graph_parts_and_grads
+        layout = ("value", "value", "grad", "grad")
+        return self._robust(fn, z, layout, self._eager_parts_and_grads)
+
+    def _robust(self, fn, z, layout, fallback):
+        """``fn(z)`` with points where the model raises (a failed Cholesky, a validation error)
+        given ``-inf`` and zero gradients; counted in :attr:`num_evaluation_errors`."""
+        failures: list[BaseException] = []
+        out = evaluate_rows(fn, z, layout, fallback, failures)
+        if failures:
+            self.num_evaluation_errors += 1
+            self.last_evaluation_error = failures[-1]
+        return out
 
     def _eager_parts_and_grads(self, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
         with torch.enable_grad():
@@ -357,7 +572,8 @@ class ModelBridge:
             if not bad.any():
                 return z
             z = torch.where(bad[:, None], self._uniform(num, generator, radius), z)
-        raise NonFiniteLogDensityError(self._explain_non_finite(z[bad][0], max_tries))
+        message = self._explain_non_finite(z[bad][0], max_tries)
+        raise NonFiniteLogDensityError(message) from self.last_evaluation_error
 
     def _uniform(self, num: int, generator: torch.Generator, radius: float) -> torch.Tensor:
         u = torch.rand(
@@ -367,7 +583,14 @@ class ModelBridge:
 
     def _explain_non_finite(self, z: torch.Tensor, tries: int) -> str:
         values = {s.name: s.transform(s.slot(z)) for s in self.sites.values()}
-        bad = [name for name, term in self._site_terms(values) if not torch.isfinite(term)]
+        try:
+            terms, _ = self._site_terms(values, z)
+            bad = [name for name, term in terms if not torch.isfinite(term)]
+        except EVALUATION_ERRORS as error:
+            return (
+                f"The model could not be evaluated at any of {tries} random initial points; "
+                f"the last attempt raised {type(error).__name__}: {str(error)[:300]}"
+            )
         where = ", ".join(f"'{n}'" for n in bad) or "(the log-Jacobian or gradient)"
         return (
             f"The log-density is not finite at any of {tries} random initial points; "
@@ -414,9 +637,56 @@ class ModelBridge:
             )
         with torch.no_grad():
             draws = self.constrain(z)
+            if self.deterministic:
+                flat = self._run_rows(z.reshape(-1, self.dim), list(self.deterministic))
+                lead = z.shape[:-1]
+                draws.update({k: v.reshape(lead + v.shape[1:]) for k, v in flat.items()})
         observed = {k: v for k, v in self.observed.items() if _is_data(v)}
         return Result(draws, stats or {}, log_evidence, observed, method, attrs or {})
 
 
 def _is_data(value: torch.Tensor) -> bool:
     return isinstance(value, torch.Tensor) and value.numel() > 0 and math.prod(value.shape) < 10**7
+
+
+def _support_key(constraint) -> list:
+    """The parameters of a constraint (bounds etc.), recursively, for comparison."""
+    out: list = [type(constraint).__name__]
+    for _, value in sorted(vars(constraint).items(), key=lambda item: item[0]):
+        if hasattr(value, "check") and not isinstance(value, torch.Tensor):
+            out += _support_key(value)
+        elif isinstance(value, (torch.Tensor, int, float, bool)):
+            out.append(value)
+    return out
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        a, b = torch.as_tensor(a), torch.as_tensor(b)
+        return a.shape == b.shape and bool((a == b).all())
+    return a == b
+
+
+class _DynamicSupports(pyro.poutine.messenger.Messenger):
+    """Sets the value of each site in ``sites`` from its unconstrained block of ``z`` through
+    the transform of the support *as the site has it in this run*, and sums the
+    log-Jacobians: what a support whose bounds depend on other latents needs."""
+
+    def __init__(self, sites: list[SiteInfo], z: torch.Tensor):
+        super().__init__()
+        self.sites = {s.name: s for s in sites}
+        self.z = z
+        self.log_jac = z.new_zeros(())
+        self.values: dict[str, torch.Tensor] = {}
+
+    def _pyro_sample(self, msg):
+        site = self.sites.get(msg["name"])
+        if site is None or msg["is_observed"]:
+            return
+        u = site.slot(self.z)
+        transform = biject_to(msg["fn"].support)
+        x = transform(u)
+        self.log_jac = self.log_jac + transform.log_abs_det_jacobian(u, x).sum()
+        self.values[site.name] = x
+        msg["value"] = x
+        msg["is_observed"] = True

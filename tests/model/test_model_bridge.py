@@ -7,7 +7,7 @@ import torch
 from torch.distributions import biject_to, constraints
 
 from ppltk._rng import make_generator
-from ppltk.errors import DiscreteLatentError, NonFiniteLogDensityError, ShapeError
+from ppltk.errors import ArgumentError, DiscreteLatentError, NonFiniteLogDensityError, ShapeError
 from ppltk.model import ModelBridge
 
 Y = torch.tensor([[0.2, 1.5, 0.7], [1.1, 0.3, 2.2]], dtype=torch.float64)
@@ -118,12 +118,21 @@ def test_discrete_latent_gives_clear_error():
 
 def test_nan_log_density_at_init_names_the_site():
     def model():
-        mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
-        pyro.sample("y", dist.Normal(mu, 1.0), obs=torch.tensor(float("nan")))
+        mu = pyro.sample("mu", dist.Normal(10.0, 1.0))  # NaN at the initial points in (-2, 2)
+        pyro.factor("y", torch.where(mu < 5.0, float("nan"), 0.0))
 
     bridge = ModelBridge(model)
     with pytest.raises(NonFiniteLogDensityError, match="'y'"):
         bridge.initial_points(4, make_generator(0), max_tries=3)
+
+
+def test_nan_observation_is_refused_at_trace_time_naming_the_site():
+    def model():
+        mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        pyro.sample("y", dist.Normal(mu, 1.0), obs=torch.tensor(float("nan")))
+
+    with pytest.raises(ArgumentError, match="'y'"):
+        ModelBridge(model)
 
 
 def test_initial_points_are_finite_and_seeded():
