@@ -8,10 +8,13 @@ ancestors: the program's live tensors are :class:`~ppltk.handlers.lazy.ParticleT
 re-index themselves lazily), then resumes the same execution. The program's Python runs once,
 so a filter over :math:`T` observations costs :math:`O(NT)`.
 
-Pyro's handler stack, its plate-dimension allocator and torch's global random state are global;
-each switch swaps them, so the suspended program and the driver (or any other Pyro code run
-between two observations) never see each other's handlers, and the program's random stream is
-its own (seeded once).
+Pyro's handler stack, its plate-dimension allocator, torch's global random state and the
+distributions' argument validation flag are global; each switch swaps them, so the suspended
+program and the driver (or any other Pyro code run between two observations) never see each
+other's handlers, and the program's random stream is its own (seeded once). The program runs
+without per-particle argument validation: :class:`~ppltk.smc.ProgramFK` validates the program
+once, in its prior run, and a non-finite weight raises
+:class:`~ppltk.errors.DegenerateWeightsError` naming the observation.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import torch
 from greenlet import GreenletExit, greenlet
 from pyro.poutine import runtime
 from pyro.poutine.messenger import Messenger
+from torch.distributions import Distribution
 
 from ppltk.errors import ModelStructureError
 from ppltk.handlers.lazy import Lineage, ParticleTensor, as_particles, plain
@@ -57,21 +61,25 @@ class ObservationSuspender(Messenger):
 
 
 class _GlobalState:
-    """Pyro's handler stack, plate dims and torch's RNG state, saved for one side of a switch."""
+    """Pyro's handler stack, plate dims, torch's RNG state and the validation flag, saved for
+    one side of a switch."""
 
-    def __init__(self, rng: torch.Tensor | None = None) -> None:
+    def __init__(self, rng: torch.Tensor | None = None, validate: bool | None = None) -> None:
         self.stack: list = []
         self.dims: list = []
-        self.rng = rng
+        self.rng, self.validate = rng, validate
 
     def swap(self, other: _GlobalState) -> None:
         """Save the live globals into ``other`` and install this one's."""
         other.stack, other.dims = list(runtime._PYRO_STACK), list(runtime._DIM_ALLOCATOR._stack)
         other.rng = torch.random.get_rng_state()
+        other.validate = Distribution._validate_args
         runtime._PYRO_STACK[:] = self.stack
         runtime._DIM_ALLOCATOR._stack[:] = self.dims
         if self.rng is not None:
             torch.random.set_rng_state(self.rng)
+        if self.validate is not None:
+            Distribution._validate_args = self.validate
 
 
 class SuspendedProgram:
@@ -111,7 +119,7 @@ class SuspendedProgram:
         self.wrappers = tuple(wrappers)
         self.num_observations = 0
         self.finished = False
-        self._own = _GlobalState(torch.Generator().manual_seed(seed).get_state())
+        self._own = _GlobalState(torch.Generator().manual_seed(seed).get_state(), False)
         self._greenlet = greenlet(self._main)
 
     def _main(self):

@@ -29,7 +29,6 @@ Preserves: the values a program sees are exactly those of its resampled particle
 from __future__ import annotations
 
 import torch
-from torch.utils._pytree import tree_map
 
 from ppltk.errors import ModelStructureError
 
@@ -61,12 +60,18 @@ class Lineage:
 
     def index_from(self, generation: int) -> torch.Tensor:
         """Composed ancestor indices taking generation ``generation`` to the current one."""
-        idx = self._composed.get(generation)
-        if idx is None:
-            idx = self.ancestors[-1]
-            for g in range(self.generation - 2, generation - 1, -1):
-                idx = self.ancestors[g][idx]
-            self._composed[generation] = idx
+        cache = self._composed
+        if generation in cache:
+            return cache[generation]
+        # walk down from the nearest composed generation above, caching every level, so
+        # bringing tensors of all G generations up to date costs O(N G), not O(N G^2)
+        g = generation + 1
+        while g < self.generation and g not in cache:
+            g += 1
+        idx = cache.get(g)
+        for level in range(g - 1, generation - 1, -1):
+            idx = self.ancestors[level] if idx is None else self.ancestors[level][idx]
+            cache[level] = idx
         return idx
 
     def bring_up_to_date(self, data: torch.Tensor, generation: int) -> torch.Tensor:
@@ -104,24 +109,40 @@ class ParticleTensor(torch.Tensor):
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
         found: list[ParticleTensor] = []
-
-        def unwrap(x):
-            if isinstance(x, ParticleTensor):
-                found.append(x)
-                return x.current()
-            return x
-
-        args, kwargs = tree_map(unwrap, args), tree_map(unwrap, kwargs or {})
+        args = _unwrap(args, found)
+        if kwargs:
+            kwargs = {k: _unwrap(v, found) for k, v in kwargs.items()}
+        else:
+            kwargs = {}
         if not found:
             with torch._C.DisableTorchFunctionSubclass():
                 return func(*args, **kwargs)
-        _check_inplace(func, args, found)
+        inplace = func is torch.Tensor.__setitem__ or _is_inplace(func)
+        if inplace:
+            _check_inplace(func, args, found)
         with torch._C.DisableTorchFunctionSubclass():
             out = func(*args, **kwargs)
-        lineage = found[0]._lineage
-        if func is torch.Tensor.__setitem__ or _is_inplace(func):
+        if inplace:
             return found[0] if out is args[0] else out
-        return tree_map(lambda o: _rewrap(o, lineage, func), out)
+        return _rewrap(out, found[0]._lineage, func)
+
+
+def _unwrap(x, found: list):
+    """Plain current tensors in place of particle tensors (in tuples/lists, recursively)."""
+    if isinstance(x, ParticleTensor):
+        found.append(x)
+        return x.current()
+    kind = type(x)
+    if kind is tuple or kind is list:
+        out = None
+        for i, v in enumerate(x):
+            w = _unwrap(v, found) if isinstance(v, (ParticleTensor, tuple, list)) else v
+            if w is not v:
+                out = list(x) if out is None else out
+                out[i] = w
+        if out is not None:
+            return tuple(out) if kind is tuple else out
+    return x
 
 
 def _is_inplace(func) -> bool:
@@ -144,6 +165,8 @@ def _check_inplace(func, args, found) -> None:
 
 
 def _rewrap(out, lineage: Lineage, func):
+    if type(out) in (tuple, list):
+        return type(out)(_rewrap(o, lineage, func) for o in out)
     if not isinstance(out, torch.Tensor) or out.ndim == 0:
         return out
     n = lineage.num_particles

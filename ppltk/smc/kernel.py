@@ -111,9 +111,9 @@ def init(
     shape = tuple(batch_shape) + (num_particles,)
     x, log_g = fk.advance(0, None, shape, generator)
     log_g = torch.as_tensor(log_g).expand(shape)
-    lse = _checked_lse(log_g, 0)
-    device = log_g.device
     pop = Population.uniform(x, log_g)
+    lse = _checked_lse(pop, 0)
+    device = log_g.device
     identity = torch.arange(num_particles, device=device).expand(shape)
     info = SMCInfo(
         lse - math.log(num_particles),
@@ -140,23 +140,22 @@ def step(
     """
     _check(state.population.num_particles, ess_threshold)
     pop, t = state.population, state.t
-    prev_lse = torch.logsumexp(pop.log_weights, -1).double()
+    prev_lse = pop.log_weight_sum
     pop, resampled, ancestors = resample(
         pop, resampling, generator, ess_threshold, f"observation t={t - 1}"
     )
     before = torch.where(resampled, math.log(pop.num_particles), prev_lse)
     x, log_g = fk.advance(t, pop.particles, pop.log_weights.shape, generator)
-    log_w = pop.log_weights + log_g
-    lse = _checked_lse(log_w, t)
-    new = Population(x, log_w, pop.log_evidence)
+    new = Population(x, pop.log_weights + log_g, pop.log_evidence)
+    lse = _checked_lse(new, t)
     return SMCState(new, t + 1), SMCInfo(lse - before, new.ess, resampled, ancestors)
 
 
-def _checked_lse(log_w: torch.Tensor, t: int) -> torch.Tensor:
+def _checked_lse(pop: Population, t: int) -> torch.Tensor:
     r"""Log-sum of the weights; raises on NaN/+inf, and on zero total weight unless the filter
     is batched and some row is alive (a dead row, e.g. a PMMH proposal with zero likelihood,
     keeps :math:`\log\hat Z = -\infty`)."""
-    lse = torch.logsumexp(log_w, -1).double()
+    log_w, lse = pop.log_weights, pop.log_weight_sum
     if bool(torch.isfinite(lse).all()):
         return lse
     bad = torch.isnan(log_w).any() | (log_w == math.inf).any()

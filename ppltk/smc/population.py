@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -106,6 +106,9 @@ class Population:
     particles: Any
     log_weights: torch.Tensor
     log_evidence: torch.Tensor
+    # caches of functions of log_weights (a new population, e.g. from replace(), starts empty)
+    _lse: torch.Tensor | None = field(default=None, init=False, repr=False, compare=False)
+    _ess: torch.Tensor | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def uniform(cls, particles: Any, log_weights: torch.Tensor) -> Population:
@@ -118,9 +121,20 @@ class Population:
         return self.log_weights.shape[-1]
 
     @property
+    def log_weight_sum(self) -> torch.Tensor:
+        r"""``[*batch]`` float64 :math:`\mathrm{lse}_i(\log w^i)` (computed once)."""
+        if self._lse is None:
+            object.__setattr__(self, "_lse", torch.logsumexp(self.log_weights, -1).double())
+        return self._lse
+
+    @property
     def ess(self) -> torch.Tensor:
-        """Effective sample size ``[*batch]`` (see :func:`ess`)."""
-        return ess(self.log_weights)
+        """Effective sample size ``[*batch]`` (see :func:`ess`; computed once)."""
+        if self._ess is None:
+            lse = self.log_weight_sum.to(self.log_weights.dtype).unsqueeze(-1)
+            value = torch.exp(-torch.logsumexp(2 * (self.log_weights - lse), dim=-1))
+            object.__setattr__(self, "_ess", value)
+        return self._ess
 
     @property
     def weights(self) -> torch.Tensor:
@@ -129,8 +143,7 @@ class Population:
 
     def log_evidence_estimate(self) -> torch.Tensor:
         r""":math:`\log\hat Z = \log\hat Z_{\mathrm{past}} + \mathrm{lse}_i(\log w^i) - \log N` (float64)."""
-        lse = torch.logsumexp(self.log_weights, dim=-1).double()
-        return self.log_evidence + lse - math.log(self.num_particles)
+        return self.log_evidence + self.log_weight_sum - math.log(self.num_particles)
 
     def reweight(self, log_increment: torch.Tensor) -> Population:
         r"""Multiply in a potential: :math:`w^i \leftarrow w^i\, G(x^i)`.

@@ -145,8 +145,10 @@ def _count(log_weights: torch.Tensor, num_samples: int | None) -> int:
 def _checked_weights(log_weights: torch.Tensor) -> torch.Tensor:
     if log_weights.shape[-1] == 0:
         raise ArgumentError("Expected at least one particle to resample, but found none")
-    check_log_weights(log_weights, "resampling")
-    return _weights(log_weights)
+    weights = _weights(log_weights)
+    if not bool(torch.isfinite(weights.sum(-1)).all()):  # NaN, +inf or all -inf somewhere
+        check_log_weights(log_weights, "resampling")
+    return weights
 
 
 def multinomial(
@@ -238,16 +240,17 @@ def resample(
         mask = (population.ess if ess is None else ess) < ess_threshold * n
     else:
         mask = torch.ones(logw.shape[:-1], dtype=torch.bool, device=logw.device)
-    lse = torch.logsumexp(logw, dim=-1)
+    lse = population.log_weight_sum
     if logw.ndim > 1:  # batched: a row with zero total weight (a dead filter) stays as it is
         mask = mask & ~torch.isneginf(lse)
     if not bool(mask.any()):
         return population, mask, identity
-    check_log_weights(logw[mask] if logw.ndim > 1 else logw, where)
+    if not bool(torch.isfinite(lse[mask] if logw.ndim > 1 else lse).all()):
+        check_log_weights(logw[mask] if logw.ndim > 1 else logw, where)
     safe = torch.where(mask[..., None], logw, torch.zeros_like(logw)) if logw.ndim > 1 else logw
     ancestors = get_resampler(resampler)(safe, generator)
     ancestors = torch.where(mask[..., None], ancestors, identity)
-    folded = lse.double() - math.log(n)
+    folded = lse - math.log(n)
     return (
         Population(
             particles=reindex(population.particles, ancestors),
