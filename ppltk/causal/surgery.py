@@ -80,6 +80,8 @@ class CausalModel:
             raise ArgumentError(f"Expected `route` in ('point', 'condition'), but found {route!r}")
         for arg, names in (("query", query), ("do", do), ("evidence", evidence)):
             _check_names(self.graph, names, arg)
+        if len(set(query)) != len(query):
+            raise ArgumentError(f"Expected `query` without repeated names, but found {query}")
         card, like = self.card, self._like
         sigma = {x: as_state(v, card[x], like, f"do[{x!r}]") for x, v in do.items()}
         lam = {

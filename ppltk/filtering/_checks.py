@@ -124,12 +124,19 @@ def check_row(x: torch.Tensor, name: str, num_features: int | None) -> torch.Ten
     return x
 
 
-def check_finite_output(value: torch.Tensor, what: str) -> torch.Tensor:
-    """Raise :class:`NumericalError` instead of returning NaN/inf filter output."""
-    if not bool(torch.isfinite(value).all()):
+def check_finite_output(value: torch.Tensor, what: str, *more: torch.Tensor) -> torch.Tensor:
+    """Raise :class:`NumericalError` instead of returning NaN/inf filter output.
+
+    ``value`` and any further tensors in ``more`` (e.g. the covariances) are checked with
+    one synchronisation; ``value`` is returned.
+    """
+    ok = torch.isfinite(value).all()
+    for other in more:
+        ok = ok & torch.isfinite(other).all()
+    if not bool(ok):
         raise NumericalError(
-            f"Expected finite {what}, but found {int((~torch.isfinite(value)).sum())} NaN/inf "
-            "entries (overflow: rescale the data or use float64)"
+            f"Expected finite {what}, but found NaN/inf entries (overflow: rescale the data "
+            "or the covariances, or use float64)"
         )
     return value
 

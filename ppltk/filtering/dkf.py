@@ -54,6 +54,7 @@ from ppltk.filtering.regressors import make_regressor
 __all__ = ["DiscriminativeKalmanFilter", "NONPD_FIXES", "pseudo_observation", "dkf_update"]
 
 NONPD_FIXES = ("drop_prior", "inflate", "clip", "raise")
+_DKF_MATRICES = "Q(x), prediction and posterior covariances (is the fitted Q(x) singular?)"
 
 
 def _spd_inverse(matrix: torch.Tensor) -> torch.Tensor:
@@ -251,11 +252,12 @@ class DiscriminativeKalmanFilter:
         split = X.shape[0] - max(2, round(self.holdout_fraction * X.shape[0]))
         if split < 2:
             raise ArgumentError(f"Expected enough rows to hold out, but found {X.shape[0]}")
-        self.regressor.fit(X[:split], Z[:split])
-        residuals = Z[split:] - self.regressor.predict(X[split:])
-        self.covariance.fit(X[split:], residuals)
-        if self.refit:
-            self.regressor.fit(X, Z)
+        with named_linalg_errors("matrices while fitting the regressor and Q(x)"):
+            self.regressor.fit(X[:split], Z[:split])
+            residuals = Z[split:] - self.regressor.predict(X[split:])
+            self.covariance.fit(X[split:], residuals)
+            if self.refit:
+                self.regressor.fit(X, Z)
         self.num_features_ = X.shape[1]
         return self
 
@@ -303,14 +305,16 @@ class DiscriminativeKalmanFilter:
             observed = observed.new_ones(()).expand(X.shape[-2])
         state = expand_state(self.init_mean, self.init_cov, X.shape[:-2])
         means, covs, fires = [], [], torch.zeros((), dtype=torch.long, device=X.device)
-        for t in range(X.shape[-2]):
-            prior = predict_linear(state, self.A, self.Gamma)
-            state, fired = self.update(prior, f[..., t, :], Q[..., t, :, :], observed[..., t])
-            means.append(state.mean)
-            covs.append(state.cov)
-            fires = fires + fired.sum()
+        with named_linalg_errors(_DKF_MATRICES):
+            for t in range(X.shape[-2]):
+                prior = predict_linear(state, self.A, self.Gamma)
+                state, fired = self.update(prior, f[..., t, :], Q[..., t, :, :], observed[..., t])
+                means.append(state.mean)
+                covs.append(state.cov)
+                fires = fires + fired.sum()
         self._count(int(fires))
-        return check_finite_output(torch.stack(means, -2), "filtered means"), torch.stack(covs, -3)
+        means, covs = torch.stack(means, -2), torch.stack(covs, -3)
+        return check_finite_output(means, "filtered means and covariances", covs), covs
 
     def _count(self, fires: int) -> None:
         self.last_nonpd_count_ = fires
@@ -338,8 +342,9 @@ class DiscriminativeKalmanFilter:
             self.reset(x.shape[:-1])
         f, Q = self.predict_measurement(x)  # NaN in x gives non-finite f: no update
         prior = predict_linear(self.state_, self.A, self.Gamma)
-        state, fired = self.update(prior, f, Q)
-        check_finite_output(state.mean, "filtered means")
+        with named_linalg_errors(_DKF_MATRICES):
+            state, fired = self.update(prior, f, Q)
+        check_finite_output(state.mean, "filtered means and covariances", state.cov)
         self.state_ = state
         self._fires = self._fires + fired.sum()
         return self.state_

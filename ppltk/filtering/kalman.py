@@ -202,7 +202,7 @@ class KalmanFilter:
             self.reset(x.shape[:-1])
         with named_linalg_errors("innovation covariances H M H^T + R"):
             state = self.predict_update(self.state_, x)[0]
-        check_finite_output(state.mean, "filtered means")
+        check_finite_output(state.mean, "filtered means and covariances", state.cov)
         self.state_ = state
         return self.state_
 
@@ -232,8 +232,7 @@ class KalmanFilter:
             torch.stack([s.cov for s in priors], -3),
             total.expand(X.shape[:-2]),
         )
-        check_finite_output(out.means, "filtered means")
-        check_finite_output(total, "log-likelihoods")
+        check_finite_output(out.means, "filtered moments and log-likelihoods", out.covs, total)
         return out, X.shape[:-2]
 
     @staticmethod

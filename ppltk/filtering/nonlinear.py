@@ -126,8 +126,9 @@ class _NonlinearFilter:
                 state, prior, cross, loglik = self._predict_update(state, X[..., t, :])
                 records.append((state, prior, cross))
                 total = total + loglik
-        check_finite_output(torch.stack([r[0].mean for r in records]), "filtered means")
-        check_finite_output(total, "log-likelihoods")
+        means = torch.stack([r[0].mean for r in records])
+        covs = torch.stack([r[0].cov for r in records])
+        check_finite_output(means, "filtered moments and log-likelihoods", covs, total)
         return records, total
 
     def reset(self, batch_shape: tuple[int, ...] = ()) -> None:
@@ -141,7 +142,7 @@ class _NonlinearFilter:
             self.reset(x.shape[:-1])
         with named_linalg_errors("state and innovation covariances"):
             state = self._predict_update(self.state_, x)[0]
-        check_finite_output(state.mean, "filtered means")
+        check_finite_output(state.mean, "filtered means and covariances", state.cov)
         self.state_ = state
         return self.state_
 

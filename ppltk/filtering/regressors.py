@@ -14,7 +14,12 @@ import torch
 from ppltk._progress import progress_bar
 from ppltk._rng import make_generator
 from ppltk.errors import ArgumentError, ShapeError
-from ppltk.filtering._checks import as_float_tensor, check_fitted, check_training_pair
+from ppltk.filtering._checks import (
+    as_float_tensor,
+    check_fitted,
+    check_training_pair,
+    named_linalg_errors,
+)
 
 __all__ = [
     "LinearRegressor",
@@ -62,7 +67,10 @@ class LinearRegressor:
         design = torch.cat([X, torch.ones_like(X[:, :1])], -1)
         penalty = self.ridge * torch.eye(design.shape[1], dtype=X.dtype, device=X.device)
         penalty[-1, -1] = 0.0
-        coef = torch.linalg.solve(design.mT @ design + penalty, design.mT @ Y)
+        with named_linalg_errors(
+            "normal equations X^T X + ridge I (constant or collinear features: set `ridge` > 0)"
+        ):
+            coef = torch.linalg.solve(design.mT @ design + penalty, design.mT @ Y)
         self.weight, self.bias = coef[:-1].mT.contiguous(), coef[-1]
         return self
 
@@ -306,11 +314,18 @@ class GPRegressor:
         idx = torch.randperm(X.shape[0], generator=gen)[: self.max_points].to(X.device)
         self.x_scaler, self.y_scaler = _Standardizer(X), _Standardizer(Y)
         Xs, Ys = self.x_scaler(X[idx]), self.y_scaler(Y[idx])
-        N, k = Ys.shape
         log_ell = torch.tensor(0.5 * math.log(X.shape[1]), dtype=X.dtype, device=X.device)
         log_sf = X.new_zeros(())
         log_sn = torch.tensor(math.log(0.5), dtype=X.dtype, device=X.device)
         hyper = [t.requires_grad_() for t in (log_ell, log_sf, log_sn)]
+        with named_linalg_errors("GP kernel matrices (duplicated or extreme inputs?)"):
+            return self._optimise(Xs, Ys, hyper)
+
+    def _optimise(self, Xs, Ys, hyper) -> GPRegressor:
+        """Type-II maximum likelihood of the hyperparameters, then the weights ``alpha``."""
+        N, k = Ys.shape
+        log_ell, log_sf, log_sn = hyper
+        X = Xs
         opt = torch.optim.Adam(hyper, lr=self.lr)
         eye = torch.eye(N, dtype=X.dtype, device=X.device)
         for _ in range(self.iterations):

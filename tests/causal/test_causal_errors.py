@@ -162,3 +162,8 @@ def test_observed_names_missing_from_the_graph_are_named():
 def test_non_finite_intervention_state_is_refused_not_nan():
     with pytest.raises(ArgumentError, match="finite"):
         interventional(G, _good(), ("B",), {"A": torch.tensor([float("nan"), 1.0])})
+
+
+def test_repeated_query_names_are_named():
+    with pytest.raises(ArgumentError, match="repeated"):
+        interventional(G, _good(), ("B", "B"), {"A": 1})

@@ -155,3 +155,22 @@ def test_simulator_on_cuda_without_a_gpu_is_a_named_error():
         simulate_neural_decoding(5, 10, device="cuda")
     with pytest.raises(ArgumentError, match="`dtype`"):
         simulate_neural_decoding(5, 10, dtype=torch.float16)
+
+
+def test_singular_regression_design_is_named():
+    from ppltk.filtering import LinearRegressor
+
+    X = torch.zeros(10, 2, dtype=torch.float64)  # constant features: X^T X singular
+    with pytest.raises(NotPositiveDefiniteError, match="ridge"):
+        LinearRegressor().fit(X, torch.randn(10, 1, dtype=torch.float64))
+
+
+def test_dkf_with_a_singular_fitted_q_is_named():
+    rng = np.random.default_rng(1)
+    Z = np.zeros((30, 2))
+    for t in range(1, 30):
+        Z[t] = 0.8 * Z[t - 1] + 0.5 * rng.normal(size=2)
+    X = torch.as_tensor(np.c_[Z, Z[:, :1]])  # f(x) fits Z exactly: zero residuals, Q = 0
+    dkf = DiscriminativeKalmanFilter("linear").fit(X, torch.as_tensor(Z))
+    with pytest.raises(NotPositiveDefiniteError, match="Q"):
+        dkf.filter(X[:3])
