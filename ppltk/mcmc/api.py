@@ -142,10 +142,13 @@ def sample(
     dev = torch.device(device) if device is not None else bridge.device
     gen = make_generator(seed, dev)
     init = bridge.initial_points(num_chains, gen).to(dev)
-    fingerprint = {
-        "model": stable_hash(bridge.structure()),
-        "data": stable_hash([model_args, model_kwargs, bridge.observed]),
-    }
+    fingerprint = None
+    if checkpoint is not None:  # what a resumed run must share with the saved one
+        fingerprint = {
+            "model": stable_hash(bridge.structure()),
+            "data": stable_hash([model_args, model_kwargs, bridge.observed]),
+            "backend": backend,
+        }
     out = sample_flat(
         bridge.log_density_and_grad,
         init,

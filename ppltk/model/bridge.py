@@ -163,8 +163,7 @@ class ModelBridge:
         self._mode = vectorise
         self.num_evaluation_errors = 0  # batched evaluations in which some point raised
         self.last_evaluation_error: BaseException | None = None
-        with pyro_seed(seed), poutine.block():
-            trace = poutine.trace(model).get_trace(*self.args, **self.kwargs)
+        trace = self._first_trace(seed)
         self.sites: dict[str, SiteInfo] = {}
         self.observed: dict[str, torch.Tensor] = {}
         self.deterministic: dict[str, tuple[int, ...]] = {}
@@ -189,6 +188,20 @@ class ModelBridge:
         )
 
     # ------------------------------------------------------------------ structure
+    def _first_trace(self, seed: int, tries: int = 10):
+        """A prior trace of the model; a draw at which the model raises (a failed Cholesky,
+        a validation error) is retried with the next seed, ``tries`` times in all."""
+        for k in range(tries):
+            try:
+                with pyro_seed(seed + k), poutine.block():
+                    return poutine.trace(self.model).get_trace(*self.args, **self.kwargs)
+            except EVALUATION_ERRORS as error:
+                last = error
+        raise NonFiniteLogDensityError(
+            f"The model raised at each of {tries} draws from its prior, the last time "
+            f"{type(last).__name__}: {str(last)[:300]}"
+        ) from last
+
     def _collect_sites(self, trace, allow_discrete: bool) -> None:
         offset = 0
         for name, site in trace.nodes.items():

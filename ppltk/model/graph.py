@@ -162,7 +162,7 @@ def relative_difference(a, b) -> float:
 def tolerance(fn: Callable, z: torch.Tensor, out=None) -> float:
     r"""Agreement tolerance for a replayed graph: rounding (``eps`` of the dtype) amplified by
     the computation's condition number, estimated from the relative change of ``fn`` under a
-    relative input perturbation of size :math:`\sqrt{\epsilon}`,
+    relative input perturbation of size :math:`\sqrt{\epsilon}` in a random direction,
 
     .. math:: \mathrm{tol} = \min\big(\max(\mathrm{base}, 256\,\epsilon\,\hat\kappa),
               \epsilon^{0.4}\big),
@@ -174,7 +174,9 @@ def tolerance(fn: Callable, z: torch.Tensor, out=None) -> float:
     delta = math.sqrt(eps)
     try:
         out = fn(z) if out is None else out
-        shifted = fn(z + delta * (1.0 + z.abs()))
+        gen = torch.Generator(device=z.device).manual_seed(1)
+        direction = torch.randn(z.shape, generator=gen, dtype=z.dtype, device=z.device)
+        shifted = fn(z + delta * (1.0 + z.abs()) * direction)
         kappa = relative_difference(shifted, out) / delta
     except EVALUATION_ERRORS:
         kappa = 1.0
