@@ -84,13 +84,16 @@ class DaskExecutor:
         scheduler without workers would otherwise wait forever).
     timeout
         Overall seconds one :meth:`map_units` call may take (``None``: no limit).
-
-    Every failure of the cluster itself (no scheduler at the address, no workers, a unit
-    that killed its workers more often than ``retries`` allows, a lost scheduler, the
-    overall timeout) raises :class:`~ppltk.errors.DistributedError` with the Dask error as
-    its cause; an exception raised by a unit's own code is re-raised unchanged.
     **cluster_kwargs
         Passed to :class:`~dask.distributed.LocalCluster` (e.g. ``memory_limit``).
+
+    Raises
+    ------
+    DistributedError
+        On every failure of the cluster itself (no scheduler at the address, no workers, a
+        unit that killed its workers more often than ``retries`` allows, a lost scheduler, the
+        overall timeout), with the Dask error as its cause. An exception raised by a unit's
+        own code is re-raised unchanged.
 
     Examples
     --------
