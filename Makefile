@@ -35,11 +35,18 @@ lint: $(VENV)/.test
 	$(BIN)/ruff check ppltk tests benchmarks docs
 	$(BIN)/ruff format --check ppltk tests benchmarks docs
 
-bench: $(VENV)/.test
+# `particles` (the SMC peer) pins numpy < 2, which the test environment cannot have: it gets
+# its own environment, used by benchmarks/smc_particles.py through a subprocess.
+.venv-particles/.done:
+	test -x .venv-particles/bin/python || $(PYTHON) -m venv .venv-particles
+	.venv-particles/bin/pip install --quiet "particles==0.4"
+	touch $@
+
+bench: $(VENV)/.test .venv-particles/.done
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
 
 docs: $(VENV)/.test
 	$(BIN)/python -m sphinx -b html -W --keep-going docs docs/_build/html
 
 clean:
-	rm -rf $(VENV) docs/_build ppltk-report .pytest_cache
+	rm -rf $(VENV) .venv-particles docs/_build ppltk-report .pytest_cache

@@ -2,8 +2,11 @@
 
 Model: x_-1 ~ N(0, 1), x_t = 0.9 x_{t-1} + N(0, 1), y_t = x_t + N(0, 1), T = 100, float32.
 Both resample adaptively (ESS/N < 0.5, systematic). ppltk also tracks the log-evidence (SMCFilter
-does not). Rows: ppltk on the explicit Markov-state model (tensor path) and on the same Pyro
-init/step model SMCFilter runs (Pyro path, under ppltk's handlers). Metric: particle-steps/s.
+does not). Rows: ppltk on the explicit Markov-state model (tensor path), on the same Pyro
+init/step model SMCFilter runs (Pyro path, under ppltk's handlers), and on the model written as
+an ordinary Pyro program (a ``pyro.markov`` loop, run once: the "program" path). Metric:
+particle-steps/s. A second table measures how the program path scales with T (N = 1000,
+T = 100 ... 800): the log-log slope of time against T (1 = linear).
 
 Usage: ``python benchmarks/smc.py [--fast]``; writes benchmarks/results/smc.json and .md.
 """
@@ -11,6 +14,7 @@ Usage: ``python benchmarks/smc.py [--fast]``; writes benchmarks/results/smc.json
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import sys
@@ -81,6 +85,32 @@ def run_ppltk_pyro(ys, n):
     return smc(Model(), ys, num_particles=n, seed=0, progress=False).log_evidence
 
 
+def markov_program(ys):
+    """The same model as an ordinary Pyro program: a loop with one observation per step."""
+    x = pyro.sample("x_init", dist.Normal(0.0, 1.0))
+    for t in pyro.markov(range(len(ys))):
+        x = pyro.sample(f"x_{t}", dist.Normal(0.9 * x, 1.0))
+        pyro.sample(f"y_{t}", dist.Normal(x, 1.0), obs=ys[t])
+
+
+def run_ppltk_program(ys, n):
+    return smc(markov_program, ys, num_particles=n, seed=0, progress=False).log_evidence
+
+
+def t_scaling(lengths=(100, 200, 400, 800), n=1000) -> dict:
+    """Program-path time at each T and the least-squares log-log slope."""
+    gen = torch.Generator().manual_seed(1)
+    times = {}
+    for length in lengths:
+        ys = torch.randn(length, generator=gen)
+        times[length] = best_of(run_ppltk_program, ys, n, 3)
+    xs = [math.log(t) for t in times]
+    ys_ = [math.log(v) for v in times.values()]
+    mx, my = sum(xs) / len(xs), sum(ys_) / len(ys_)
+    slope = sum((a - mx) * (b - my) for a, b in zip(xs, ys_)) / sum((a - mx) ** 2 for a in xs)
+    return {"N": n, "seconds": {str(k): v for k, v in times.items()}, "slope": slope}
+
+
 def run_particles(ys, n):
     """N. Chopin's ``particles`` (numpy), when installed (needs numba)."""
     import numpy as np
@@ -122,7 +152,7 @@ def best_of(fn, ys, n, repeats):
     return min(times)
 
 
-def main(fast: bool = False) -> list[dict]:
+def main(fast: bool = False) -> tuple[list[dict], dict]:
     gen = torch.Generator().manual_seed(0)
     x, ys = torch.randn((), generator=gen), []
     for _ in range(T):
@@ -136,6 +166,7 @@ def main(fast: bool = False) -> list[dict]:
         t_pyro = best_of(run_pyro, ys, n, repeats)
         t_tensor = best_of(run_ppltk_tensor, ys, n, repeats)
         t_ppyro = best_of(run_ppltk_pyro, ys, n, repeats)
+        t_prog = best_of(run_ppltk_program, ys, n, repeats)
         extra = {}
         if particles_available():
             t_part = best_of(run_particles, ys, n, repeats)
@@ -150,8 +181,10 @@ def main(fast: bool = False) -> list[dict]:
                 "pyro_smcfilter_steps_per_s": n * T / t_pyro,
                 "ppltk_tensor_steps_per_s": n * T / t_tensor,
                 "ppltk_pyro_path_steps_per_s": n * T / t_ppyro,
+                "ppltk_program_steps_per_s": n * T / t_prog,
                 "ratio_tensor_vs_pyro": t_pyro / t_tensor,
                 "ratio_pyro_path_vs_pyro": t_pyro / t_ppyro,
+                "ratio_program_vs_pyro": t_pyro / t_prog,
             }
         )
     if torch.cuda.is_available():
@@ -164,25 +197,35 @@ def main(fast: bool = False) -> list[dict]:
                     "ppltk_cuda_steps_per_s": n * T / best_of(run_ppltk_cuda, ys, n, 2),
                 }
             )
-    return rows
+    return rows, t_scaling((100, 200, 400) if fast else (100, 200, 400, 800))
 
 
-def to_markdown(rows, facts) -> str:
+def to_markdown(rows, scaling, facts) -> str:
     lines = [
         "# Bootstrap particle filter, linear-Gaussian, T = 100 (one thread)",
         "",
         f"Machine: {facts}",
         "",
         "| N | Pyro SMCFilter (steps/s) | ppltk tensor SSM (steps/s) | ratio | "
-        "ppltk Pyro init/step (steps/s) | ratio |",
-        "|---|---|---|---|---|---|",
+        "ppltk Pyro init/step (steps/s) | ratio | ppltk Pyro program (steps/s) | ratio |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in (r for r in rows if "device" not in r):
         lines.append(
             f"| {r['N']:,} | {r['pyro_smcfilter_steps_per_s']:.3g} | "
             f"{r['ppltk_tensor_steps_per_s']:.3g} | {r['ratio_tensor_vs_pyro']:.2f}x | "
-            f"{r['ppltk_pyro_path_steps_per_s']:.3g} | {r['ratio_pyro_path_vs_pyro']:.2f}x |"
+            f"{r['ppltk_pyro_path_steps_per_s']:.3g} | {r['ratio_pyro_path_vs_pyro']:.2f}x | "
+            f"{r['ppltk_program_steps_per_s']:.3g} | {r['ratio_program_vs_pyro']:.2f}x |"
         )
+    lines += [
+        "",
+        f"Program path, N = {scaling['N']:,}: time against T (log-log slope "
+        f"{scaling['slope']:.2f}; 1 = linear, the replay path's is 2)",
+        "",
+        "| T | " + " | ".join(scaling["seconds"]) + " |",
+        "|---|" + "---|" * len(scaling["seconds"]),
+        "| seconds | " + " | ".join(f"{v:.3f}" for v in scaling["seconds"].values()) + " |",
+    ]
     gpu = [r for r in rows if "device" in r]
     if gpu:
         lines += ["", "| N | ppltk tensor SSM on CUDA (steps/s) |", "|---|---|"]
@@ -197,7 +240,7 @@ def to_markdown(rows, facts) -> str:
     else:
         lines += [
             "",
-            "`particles` (N. Chopin) is not installed here (it needs numba): not measured.",
+            "`particles` runs in its own environment (numpy < 2): see `smc_particles.md`.",
         ]
     lines.append("")
     lines.append("ratio > 1: ppltk is faster (and also returns the log-evidence).")
@@ -206,14 +249,15 @@ def to_markdown(rows, facts) -> str:
 
 if __name__ == "__main__":
     fast = "--fast" in sys.argv
-    rows = main(fast)
+    rows, scaling = main(fast)
     facts = (
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared), "
         f"torch {torch.__version__}, pyro {pyro.__version__}, threads={torch.get_num_threads()}"
     )
-    md = to_markdown(rows, facts)
+    md = to_markdown(rows, scaling, facts)
     print(md)
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
-    (out / "smc.json").write_text(json.dumps({"machine": facts, "T": T, "rows": rows}, indent=2))
+    result = {"machine": facts, "T": T, "rows": rows, "t_scaling": scaling}
+    (out / "smc.json").write_text(json.dumps(result, indent=2))
     (out / "smc.md").write_text(md)

@@ -64,10 +64,13 @@ class _GlobalState:
     """Pyro's handler stack, plate dims, torch's RNG state and the validation flag, saved for
     one side of a switch."""
 
-    def __init__(self, rng: torch.Tensor | None = None, validate: bool | None = None) -> None:
+    def __init__(
+        self, rng: torch.Tensor | None = None, validate: bool | None = None, seed: int = 0
+    ) -> None:
         self.stack: list = []
         self.dims: list = []
-        self.rng, self.validate = rng, validate
+        self.rng, self.validate, self.seed = rng, validate, seed
+        self.cuda_rng: torch.Tensor | None = None
 
     def swap(self, other: _GlobalState) -> None:
         """Save the live globals into ``other`` and install this one's."""
@@ -80,6 +83,12 @@ class _GlobalState:
             torch.random.set_rng_state(self.rng)
         if self.validate is not None:
             Distribution._validate_args = self.validate
+        if torch.cuda.is_initialized():  # the current CUDA device's generator, likewise
+            other.cuda_rng = torch.cuda.get_rng_state()
+            if self.cuda_rng is not None:
+                torch.cuda.set_rng_state(self.cuda_rng)
+            elif self.rng is not None:  # the program's first switch on CUDA: seed its stream
+                torch.cuda.manual_seed(self.seed)
 
 
 class SuspendedProgram:
@@ -119,7 +128,7 @@ class SuspendedProgram:
         self.wrappers = tuple(wrappers)
         self.num_observations = 0
         self.finished = False
-        self._own = _GlobalState(torch.Generator().manual_seed(seed).get_state(), False)
+        self._own = _GlobalState(torch.Generator().manual_seed(seed).get_state(), False, seed)
         self._greenlet = greenlet(self._main)
 
     def _main(self):

@@ -230,3 +230,32 @@ def test_program_pyro_state_is_isolated_between_steps():
     assert fk.handle.values()["x_1"].shape == (50,)
     fk.handle.program.close()
     assert not pyro.poutine.runtime._PYRO_STACK
+
+
+@pytest.mark.cuda
+def test_program_path_on_cuda_matches_kalman():
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    dev = torch.device("cuda")
+    _, ys = data(10, seed=1)
+    zero, one = torch.zeros((), device=dev), torch.ones((), device=dev)
+
+    def program(ys):
+        x = pyro.sample("x_0", dist.Normal(zero, one))
+        for t in range(len(ys)):
+            if t > 0:
+                x = pyro.sample(f"x_{t}", dist.Normal(A * x, one))
+            pyro.sample(f"y_{t}", dist.Normal(x, one), obs=ys[t])
+
+    logz = kalman_1d(ys, A, Q, R)
+    gen = torch.Generator(device=dev)
+    errs = torch.tensor(
+        [
+            smc(
+                program, ys.to(dev), num_particles=2000, seed=gen.manual_seed(s), progress=False
+            ).log_evidence
+            - logz
+            for s in range(8)
+        ]
+    )
+    assert abs(errs.mean()) < 5 * errs.std() / math.sqrt(8) + errs.var() / 2 + 0.01, errs
