@@ -72,3 +72,23 @@ def test_bad_timeouts_are_argument_errors(threads_cluster):
     for kwargs in ({"timeout": 0}, {"worker_timeout": -1}, {"connect_timeout": "x"}):
         with pytest.raises(ArgumentError):
             DaskExecutor(cluster, **kwargs)
+
+
+def test_lost_scheduler_is_a_distributed_error():
+    import contextlib
+    import threading
+
+    cluster = distributed.LocalCluster(
+        n_workers=1, processes=False, threads_per_worker=1, dashboard_address=":0"
+    )
+    ex = DaskExecutor(cluster, timeout=30)
+    client = ex.client
+    threading.Timer(0.5, lambda: cluster.sync(cluster.scheduler.close)).start()
+    try:
+        with pytest.raises(DistributedError, match="connection was lost"):
+            ex.map_units(nap, [2.0, 2.0], progress=False)
+    finally:
+        with contextlib.suppress(Exception):
+            client.close(timeout=1)
+        with contextlib.suppress(Exception):
+            cluster.close(timeout=1)
