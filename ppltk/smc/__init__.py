@@ -21,7 +21,8 @@ Blocks
 
 Algorithms
     :func:`particle_filter` / :func:`smc` (with the model's path: explicit Markov state O(NT),
-    Pyro ``init``/``step`` O(NT), replay of a general Pyro program O(NT^2)),
+    Pyro ``init``/``step`` O(NT), any Pyro program run once O(NT), or replayed O(NT^2) as a
+    fallback),
     :func:`resample_move`, :func:`tempered_smc` / :func:`tempered_smc_flat`, :func:`pmmh`,
     :func:`smc2`, :func:`conditional_smc` / :func:`particle_gibbs`, :func:`ffbs`.
 """

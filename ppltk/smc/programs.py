@@ -113,9 +113,17 @@ class ProgramInfo:
     execution order, latent site shapes and batch ranks, and its plate nesting."""
 
     def __init__(self, model: Callable, args=(), kwargs=None, seed: int = 0) -> None:
-        with pyro_seed(seed), poutine.block():
-            trace = poutine.trace(model).get_trace(*args, **(kwargs or {}))
-        trace.compute_log_prob()
+        try:
+            with pyro_seed(seed), poutine.block():
+                trace = poutine.trace(model).get_trace(*args, **(kwargs or {}))
+            trace.compute_log_prob()
+        except (ValueError, RuntimeError) as err:
+            if isinstance(err, ModelStructureError):
+                raise
+            raise ModelStructureError(
+                "Expected the model to run on its prior draws (one validated run before the "
+                f"particle run), but found: {err}"
+            ) from err
         sites = [s for s in trace.nodes.values() if s["type"] == "sample"]
         self.observed = [s["name"] for s in sites if s["is_observed"]]
         if not self.observed:
@@ -173,7 +181,7 @@ class ProgramFK(FeynmanKac):
     :math:`M_t` runs the program from observation :math:`t-1` to observation :math:`t`
     (sampling latent sites from their priors: the bootstrap proposal) and :math:`G_t` is the
     observation's likelihood. The program is vectorised over a flat particle plate of size
-    :math:`\prod(	ext{batch}) N`; ``fixed`` replays latent values per batch row (e.g. the
+    :math:`\prod(\text{batch}) N`; ``fixed`` replays latent values per batch row (e.g. the
     parameters of PMMH chains, ``{site: [*batch, *site_shape]}``), whose log-prior is then
     available as :attr:`fixed_log_prob`.
     """
