@@ -83,7 +83,10 @@ def _check_data_keys(data: dict, model: Callable, entry: Callable) -> None:
     ``--data`` holds model data only: a key must name a parameter of the model, and may never
     name an option of the inference call (``seed``, ``checkpoint``, ``executor``, ...).
     """
-    params = inspect.signature(model).parameters.values()
+    try:
+        params = inspect.signature(model).parameters.values()
+    except (TypeError, ValueError):  # no signature to read (a builtin): options are still refused
+        params = [inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD)]
     named = {p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
     open_kwargs = any(p.kind is p.VAR_KEYWORD for p in params)
     options = {
