@@ -29,6 +29,7 @@ import networkx as nx
 import opt_einsum
 import torch
 
+from ppltk.causal.id_algorithm import effect_value
 from ppltk.causal.identification import Identification, check_dag, check_names, identify
 from ppltk.causal.semantics import as_state
 from ppltk.errors import ArgumentError, NotIdentifiableError, ShapeError
@@ -189,10 +190,15 @@ def effect_from_joint(
     query: Sequence[str],
     do: Mapping[str, object],
     *,
+    evidence: Mapping[str, object] | None = None,
     return_details: bool = False,
     max_set_size: int = 3,
 ) -> torch.Tensor | CausalEffect:
-    """``P(query | do)`` from an observational joint by adjustment or comb disintegration.
+    """``P(query | do, evidence)`` from an observational joint.
+
+    Fast paths: no effect, back-door adjustment, comb disintegration (front-door); otherwise
+    (and for conditional queries) the complete ID/IDC algorithm of
+    :mod:`ppltk.causal.id_algorithm`, whose formula is evaluated by einsum on ``joint``.
 
     Parameters
     ----------
@@ -206,6 +212,9 @@ def effect_from_joint(
         Observed variables (axes of ``joint``) and the variables of the answer (axis order).
     do : dict
         ``{var: int | probability vector}`` (hard or stochastic intervention).
+    evidence : dict, optional
+        ``{var: int}`` observed values (hard evidence) for ``P(query | do, evidence)``; with
+        evidence the intervention values must be hard (ints or one-hot vectors).
     return_details : bool
         Return a :class:`CausalEffect` with the method, adjustment set, bridge and comb parts.
 
@@ -228,12 +237,22 @@ def effect_from_joint(
     variables = check_names(variables, "variables")
     joint, observed = _check_joint(graph, latent, joint, variables)
     query, do = check_names(query, "query"), dict(do)
-    ident: Identification = identify(graph, observed, do.keys(), query, max_set_size)
+    if evidence is not None and not isinstance(evidence, Mapping):
+        raise ArgumentError(
+            f"Expected `evidence` to be a mapping {{variable: value}} such as {{'Z': 0}}, but "
+            f"found {type(evidence).__name__} {evidence!r}"
+        )
+    evidence = dict(evidence or {})
+    ident: Identification = identify(
+        graph, observed, do.keys(), query, max_set_size, evidence=evidence.keys()
+    )
     tab = _Table(joint, variables)
     card = {v: joint.shape[joint.ndim - len(variables) + i] for i, v in enumerate(variables)}
     sigma = {v: as_state(val, card[v], joint, f"do[{v!r}]") for v, val in do.items()}
     x = tuple(do)
-    if ident.method == "no-effect":
+    if ident.method in ("id", "idc"):
+        value, comb = _by_formula(ident, joint, variables, sigma, evidence, card), {}
+    elif ident.method == "no-effect":
         value, comb = _no_effect(tab, query, sigma)
     elif ident.method == "back-door":
         value, comb = _back_door(tab, x, ident.adjustment_set, query, sigma)
@@ -244,3 +263,24 @@ def effect_from_joint(
     return CausalEffect(
         value, ident.method, ident.adjustment_set, ident.mediators, ident.formula, comb
     )
+
+
+def _zero(term: str, den: str) -> None:
+    raise NoFullSupportError(
+        f"Expected an observational joint with full support (the identification formula "
+        f"divides by {den} in {term}), but found {den} = 0"
+    )
+
+
+def _by_formula(ident, joint, variables, sigma, evidence, card) -> torch.Tensor:
+    """Evaluate the ID/IDC formula: ``Σ_x σ(x) P(query | do(x), evidence)``."""
+    lam = {v: as_state(val, card[v], joint, f"evidence[{v!r}]") for v, val in evidence.items()}
+    hard = {**sigma, **lam} if evidence else lam
+    for v, s in hard.items():
+        if not bool(((s == 0) | (s == 1)).all()):
+            raise ArgumentError(
+                f"Expected hard (integer) values for {v!r} in a conditional query (a soft "
+                f"intervention or soft evidence does not factor through P(y | do(x), z)), "
+                f"but found {s}"
+            )
+    return effect_value(ident.expression, joint, variables, sigma, lam, _zero)

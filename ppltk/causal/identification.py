@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import networkx as nx
 
+from ppltk.causal.id_algorithm import ADMG, IDResult, id_expression
 from ppltk.errors import ArgumentError, NotIdentifiableError
 
 __all__ = ["Identification", "identify", "is_backdoor_set", "is_frontdoor_set"]
@@ -66,12 +67,18 @@ def check_names(value, name: str) -> tuple:
 
 @dataclass(frozen=True)
 class Identification:
-    """How an effect is computed: ``method``, adjustment/context set, mediators, formula."""
+    """How an effect is computed: ``method``, adjustment/context set, mediators, formula.
+
+    ``method`` is ``"no-effect"``, ``"back-door"``, ``"front-door"`` (fast paths) or
+    ``"id"``/``"idc"`` (the complete Shpitser–Pearl algorithms; ``expression`` holds the
+    :class:`~ppltk.causal.id_algorithm.IDResult` and ``formula`` its readable form).
+    """
 
     method: str
     adjustment_set: tuple[str, ...]
     mediators: tuple[str, ...]
     formula: str
+    expression: IDResult | None = None
 
 
 def _mutilate(g: nx.DiGraph, cut_in: Iterable[str] = (), cut_out: Iterable[str] = ()):
@@ -174,20 +181,30 @@ def identify(
     query: Iterable[str],
     max_set_size: int = 3,
     budget: int = 20000,
+    *,
+    evidence: Iterable[str] = (),
 ) -> Identification:
-    """Find a sufficient condition (no effect, back-door, front-door comb) or explain why not.
+    """Identify ``P(query | do)`` (or ``P(query | do, evidence)``) from observational data.
 
-    Sets are searched smallest first (sizes up to ``max_set_size``, then the full candidate
-    set), restricted to observed ancestors of ``do ∪ query``.
+    The fast paths (no effect, back-door, front-door comb) are tried first; sets are searched
+    smallest first (sizes up to ``max_set_size``, then the full candidate set), restricted to
+    observed ancestors of ``do ∪ query``.  When none applies, or ``evidence`` is given, the
+    complete ID/IDC algorithm (:mod:`ppltk.causal.id_algorithm`) decides.
 
     Raises
     ------
     NotIdentifiableError
-        When no condition holds; the message says which were tried and why they fail.
+        When the query is not identifiable; the message names the hedge (the node sets of
+        the two c-forests) that blocks it and why the fast paths fail.
     """
     g, observed = graph, set(check_names(observed, "observed"))
     x, y = check_names(do, "do"), check_names(query, "query")
     _check_args(g, observed, x, y)
+    ev = check_names(evidence, "evidence")
+    if ev:
+        _check_evidence(observed, x, y, ev)
+        res = id_expression(ADMG.from_dag(g, observed), x, y, ev)
+        return Identification("idc", (), (), res.formula, res)
     xs = ", ".join(x)
     if _dsep(_mutilate(g, cut_in=x), y, x, ()):
         ys = ", ".join(y)
@@ -205,7 +222,23 @@ def identify(
         return Identification(
             "front-door", c, m, "Σ_c P(c) Σ_m P(m | x, c) Σ_x' P(x' | c) P(y | x', m, c)"
         )
-    raise NotIdentifiableError(_explain(g, observed, x, y, m_cands, c_cands, n_bd, n_fd))
+    try:
+        res = id_expression(ADMG.from_dag(g, observed), x, y)
+    except NotIdentifiableError as err:
+        why = _explain(g, observed, x, y, m_cands, c_cands, n_bd, n_fd)
+        raise NotIdentifiableError(f"{err}. Fast paths: {why}") from None
+    return Identification("id", (), (), res.formula, res)
+
+
+def _check_evidence(observed: set, x: tuple, y: tuple, ev: tuple) -> None:
+    bad = [v for v in ev if v not in observed]
+    if bad:
+        raise ArgumentError(f"Expected `evidence` to name observed variables, but found {bad}")
+    both = sorted(set(ev) & (set(x) | set(y)), key=str)
+    if both:
+        raise ArgumentError(
+            f"Expected `evidence` disjoint from `do` and `query`, but found {both} in both"
+        )
 
 
 def _explain(g, observed, x, y, m_cands, c_cands, n_bd, n_fd) -> str:
