@@ -10,6 +10,7 @@ a :class:`~ppltk.smc.FeynmanKac` model                  ``advance`` per step    
 Pyro object with ``init(state, ...)``/``step(state, y)``  Markov state dict       :math:`O(NT)`
 any other Pyro program (observations in order)          run once, suspended     :math:`O(NT)`
 the same with ``path="replay"``                         replay + suspension     :math:`O(NT^2)`
+the same with ``path="resample-move"``                  replay + MCMC moves     :math:`O(NT^2)`
 =====================================================  =====================  ==============
 
 The default for a Pyro program (``"program"``) runs it once for all particles in a coroutine
@@ -17,6 +18,8 @@ that stops at each observation; after resampling, its live tensors re-index them
 (:mod:`ppltk.handlers.lazy`). It refuses, with :class:`~ppltk.errors.ModelStructureError`,
 programs whose Python control flow depends on particle values or that move the particle dim;
 ``path="replay"`` runs those (re-executing the program up to each observation).
+``path="resample-move"`` adds MCMC moves of the latest block of latent sites before each
+step (:class:`~ppltk.smc.programs.ResampleMoveFK`, options in ``move=``).
 """
 
 from __future__ import annotations
@@ -29,18 +32,19 @@ from ppltk.results import Result
 from ppltk.smc.filter import particle_filter
 from ppltk.smc.kernel import FeynmanKac
 from ppltk.smc.population import reindex
-from ppltk.smc.programs import ProgramFK, PyroStateSpace, ReplayProgram
+from ppltk.smc.programs import ProgramFK, PyroStateSpace, ReplayProgram, ResampleMoveFK
 from ppltk.smc.resampling import multinomial
 
 __all__ = ["smc", "model_path", "PATHS"]
 
 
-PATHS = ("markov", "feynman-kac", "pyro-markov", "program", "replay")
+PATHS = ("markov", "feynman-kac", "pyro-markov", "program", "replay", "resample-move")
 
 
 def model_path(model, path: str | None = None) -> str:
     """The path :func:`smc` takes (see module): ``"markov"``, ``"feynman-kac"``,
-    ``"pyro-markov"``, ``"program"`` (default for Pyro programs) or ``"replay"`` (asked)."""
+    ``"pyro-markov"``, ``"program"`` (default for Pyro programs), or, asked for a Pyro
+    program, ``"replay"`` or ``"resample-move"``."""
     if isinstance(model, FeynmanKac):
         found = "feynman-kac"
     elif all(hasattr(model, m) for m in ("init", "transition", "log_observation")):
@@ -55,11 +59,11 @@ def model_path(model, path: str | None = None) -> str:
         )
     if path is None or path == found:
         return found
-    if path == "replay" and found == "program":
-        return "replay"
+    if path in ("replay", "resample-move") and found == "program":
+        return path
     raise ArgumentError(
         f"Expected `path` None or one this model supports ({found!r}"
-        + (" or 'replay'" if found == "program" else "")
+        + (", 'replay' or 'resample-move'" if found == "program" else "")
         + f"), but found {path!r}"
     )
 
@@ -76,6 +80,7 @@ def smc(
     max_plate_nesting: int = 0,
     progress: bool = True,
     path: str | None = None,
+    move: dict | None = None,
     **kwargs,
 ) -> Result:
     r"""Sequential Monte Carlo (particle filter) with adaptive resampling.
@@ -92,8 +97,11 @@ def smc(
     proposal
         For explicit state-space models: a proposal (default bootstrap).
     path
-        ``None`` (the model's own path, see the module table) or ``"replay"`` for a Pyro
-        program the run-once path refuses.
+        ``None`` (the model's own path, see the module table), ``"replay"`` for a Pyro
+        program the run-once path refuses, or ``"resample-move"``.
+    move
+        With ``path="resample-move"``: options of
+        :class:`~ppltk.smc.programs.ResampleMoveFK` (``kernel``, ``num_moves``, ``block``).
 
     Returns
     -------
@@ -107,7 +115,13 @@ def smc(
     common = dict(
         resampling=resampling, ess_threshold=ess_threshold, seed=generator, progress=progress
     )
-    if path in ("program", "feynman-kac"):
+    if path == "resample-move":
+        fk = ResampleMoveFK(model, args, kwargs, **(move or {}))
+        with pyro_seed(child_seed(generator)):
+            out = particle_filter(fk, None, num_particles, **common)
+            picked = _final_draws(out, generator)
+            draws = fk.program.draws(fk.program.complete(picked, num_particles), num_particles)
+    elif path in ("program", "feynman-kac"):
         fk = ProgramFK(model, args, kwargs) if path == "program" else model
         try:
             out = particle_filter(fk, None, num_particles, **common)
@@ -147,6 +161,7 @@ def smc(
             "num_resampling_steps": int(out.resampled.sum()),
             "min_ess": float(out.ess.min()),
             "filter": out,
+            **({"move_accept_prob": tuple(fk.accept_prob)} if path == "resample-move" else {}),
         },
     )
 

@@ -29,9 +29,10 @@ from collections.abc import Callable
 import torch
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
+from torch.distributions import biject_to
 
 from ppltk._rng import pyro_seed
-from ppltk.errors import ModelStructureError
+from ppltk.errors import ArgumentError, ModelStructureError
 from ppltk.handlers import (
     PARTICLE_PLATE,
     LogWeightMessenger,
@@ -45,7 +46,14 @@ from ppltk.handlers import (
 from ppltk.handlers.particles import site_log_prob
 from ppltk.smc.kernel import FeynmanKac
 
-__all__ = ["ProgramFK", "ProgramInfo", "ProgramParticles", "PyroStateSpace", "ReplayProgram"]
+__all__ = [
+    "ProgramFK",
+    "ProgramInfo",
+    "ProgramParticles",
+    "PyroStateSpace",
+    "ReplayProgram",
+    "ResampleMoveFK",
+]
 
 
 def _trace_log_weight(trace, num_particles: int, dim: int, observed: bool | None) -> torch.Tensor:
@@ -244,7 +252,7 @@ class ReplayProgram:
 
     def __init__(self, model: Callable, args=(), kwargs=None, seed: int = 0) -> None:
         self.model, self.args, self.kwargs = model, tuple(args), dict(kwargs or {})
-        info = ProgramInfo(model, self.args, self.kwargs, seed)
+        self.info = info = ProgramInfo(model, self.args, self.kwargs, seed)
         self.observed, self.latent_shapes, self.nesting = (
             info.observed,
             info.latent_shapes,
@@ -299,3 +307,86 @@ class ReplayProgram:
     def draws(self, values: dict, num: int) -> dict:
         """Values reshaped to ``[N, *site_shape]``."""
         return {n: v.reshape((num,) + self.latent_shapes[n]) for n, v in values.items()}
+
+
+class ResampleMoveFK(FeynmanKac):
+    r"""Resample-move SMC on any Pyro program (monad-bayes' ``rmsmc``), on the replay path.
+
+    :math:`M_t = q_t \circ K_{t-1}`: first ``num_moves`` transitions of an MCMC ``kernel``
+    (random-walk MH with the particles' covariance by default) on the **latest block** — the
+    continuous latent sites the program drew between observations :math:`t-2` and
+    :math:`t-1`, moved in their unconstrained space — invariant for the prefix target
+    :math:`p(x_{0:t-1} \mid y_{0:t-1})`, then the prior proposal of the next block
+    (:class:`ReplayProgram`), weighted by the next observation. ``block="all"`` moves every
+    continuous site drawn so far. Each move re-runs the program's prefix (its joint density
+    is evaluated by replay), so a run costs :math:`O(N T^2)` with moves, like ``rmsmc``;
+    the estimate of :math:`\log Z` stays unbiased because each move leaves the prefix target
+    invariant.
+    """
+
+    def __init__(
+        self,
+        model: Callable,
+        args=(),
+        kwargs=None,
+        kernel=None,
+        num_moves: int = 1,
+        block: str = "latest",
+    ) -> None:
+        if block not in ("latest", "all"):
+            raise ArgumentError(f"Expected `block` 'latest' or 'all', but found {block!r}")
+        from ppltk.mcmc import make_kernel
+
+        self.program = ReplayProgram(model, args, kwargs)
+        self.num_steps = self.program.num_observations
+        self.kernel = make_kernel("mh" if kernel is None else kernel)
+        self.num_moves, self.block = num_moves, block
+        self.blocks: list[list[str]] = []
+        self.accept_prob: list[float] = []
+
+    def advance(self, t, xp, shape, generator):
+        if xp is not None and self.num_moves > 0:
+            xp = self._move(t - 1, xp, shape[-1], generator)
+        values, log_w = self.program(None, xp, t, None, shape, generator)
+        supports = self.program.info.supports
+        self.blocks.append(
+            [
+                n
+                for n in values
+                if (xp is None or n not in xp)
+                and values[n].is_floating_point()
+                and not supports[n].is_discrete
+            ]
+        )
+        return values, log_w
+
+    def _move(self, t: int, values: dict, num: int, generator) -> dict:
+        sites = self.blocks[t] if self.block == "latest" else [n for b in self.blocks for n in b]
+        if not sites:
+            return values
+        transforms = [biject_to(self.program.info.supports[n]) for n in sites]
+        shapes = [values[n].shape for n in sites]
+        u = torch.cat([tr.inv(values[n]).reshape(num, -1) for n, tr in zip(sites, transforms)], -1)
+
+        def log_density(z):
+            new, log_jac, start = dict(values), 0.0, 0
+            for n, tr, shape in zip(sites, transforms, shapes):
+                size = math.prod(shape[1:])
+                x = z[:, start : start + size].reshape(shape)
+                new[n], start = tr(x), start + size
+                ladj = tr.log_abs_det_jacobian(x, new[n])
+                log_jac = log_jac + ladj.reshape(num, -1).sum(-1)
+            trace = self.program.run(new, num, stop_after=t)
+            return _trace_log_weight(trace, num, -(self.program.nesting + 1), None) + log_jac
+
+        from ppltk.smc.moves import mcmc_move, population_params
+
+        params = population_params(self.kernel, u)
+        state, info = mcmc_move(self.kernel, log_density, u, self.num_moves, generator, params)
+        self.accept_prob.append(float(info["accept_prob"].mean()))
+        out, start = dict(values), 0
+        for n, tr, shape in zip(sites, transforms, shapes):
+            size = math.prod(shape[1:])
+            out[n] = tr(state.position[:, start : start + size].reshape(shape)).detach()
+            start += size
+        return out

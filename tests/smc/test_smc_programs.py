@@ -259,3 +259,46 @@ def test_program_path_on_cuda_matches_kalman():
         ]
     )
     assert abs(errs.mean()) < 5 * errs.std() / math.sqrt(8) + errs.var() / 2 + 0.01, errs
+
+
+def test_resample_move_on_a_program_is_unbiased_and_moves():
+    """rmsmc: MCMC moves of the latest block (replay path) keep E[Zhat] = Z and leave the
+    moved block with its exact smoothing law (a move targeting anything else shows in x_6)."""
+    from test_smc_handlers_paths import rts
+
+    _, ys = data(8, seed=4)
+    logz = kalman_1d(ys, A, Q, R)
+    runs = [
+        smc(
+            ar_program,
+            ys,
+            num_particles=100,
+            seed=s,
+            progress=False,
+            path="resample-move",
+            move={"num_moves": 2},
+        )
+        for s in range(12)
+    ]
+    ratio = torch.exp(torch.tensor([r.log_evidence for r in runs], dtype=torch.float64) - logz)
+    assert abs(ratio.mean() - 1) < 5 * ratio.std() / math.sqrt(12)
+    accept = torch.tensor(runs[0].attrs["move_accept_prob"])
+    assert len(accept) == len(ys) - 1 and 0.1 < float(accept.mean()) < 0.95
+    assert runs[0].attrs["path"] == "resample-move" and set(runs[0].draws) >= {"x_0", "x_7"}
+    big = smc(
+        ar_program,
+        ys,
+        num_particles=3000,
+        seed=0,
+        progress=False,
+        path="resample-move",
+        move={"num_moves": 3},
+    )
+    _, smooth_mean, smooth_var = rts(ys.double(), A, Q, R)
+    for t in (6, 7):
+        x = torch.as_tensor(big.draws[f"x_{t}"]).double().reshape(-1)
+        # equally weighted draws, correlated by resampling: allow 5 se at a quarter of N
+        se = math.sqrt(float(smooth_var[t]) / (len(x) / 4))
+        assert abs(float(x.mean()) - float(smooth_mean[t])) < 5 * se, (t, x.mean(), smooth_mean[t])
+    with pytest.raises(Exception, match="block"):
+        smc(ar_program, ys, path="resample-move", move={"block": "some"}, progress=False)
