@@ -359,7 +359,7 @@ def id_expression(
         c-forests), their root set and the treatments it contains.
     """
     order = _Order(g.nodes)
-    x, y, z = order(do), order(query), order(evidence)
+    x, y, z = tuple(do), tuple(query), tuple(evidence)  # user order (output axes)
     names: list = []
     x_set, z_set = set(x), set(z)
     moved = []
