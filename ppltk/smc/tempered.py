@@ -18,12 +18,11 @@ import torch
 from ppltk._progress import progress_bar
 from ppltk._rng import make_generator
 from ppltk.errors import ArgumentError, NumericalError
+from ppltk.smc.kernel import FeynmanKac, init, step
 from ppltk.smc.moves import logdensity_with_grad, mcmc_move, population_params, uses_gradient
-from ppltk.smc.population import Population
-from ppltk.smc.resampling import resample
 from ppltk.smc.tempering import next_beta, tempering_increment
 
-__all__ = ["TemperedOutput", "tempered_smc_flat", "tempered_smc"]
+__all__ = ["TemperedOutput", "TemperingFK", "tempered_smc_flat", "tempered_smc"]
 
 
 @dataclass
@@ -146,34 +145,81 @@ def tempered_smc_flat(
     values, target, with_grad = _evaluators(
         kernel, log_prior, log_likelihood, parts_and_grads, prior_and_likelihood
     )
-    pop = Population.uniform(particles, torch.zeros_like(particles[:, 0]))
-    ll, beta, schedule, accepts = values(particles)[1], 0.0, [0.0], []
+    fk = TemperingFK(
+        particles, values, target, kernel, num_mcmc_steps, target_ess, betas, dense, with_grad
+    )
     with progress_bar(100, "tempered SMC", progress) as bar:
-        while beta < 1.0:
-            if len(schedule) > max_temperatures:
+        state, _ = init(fk, particles.shape[0], generator)
+        while not fk.done(state.t):
+            if state.t > max_temperatures:
                 raise NumericalError(
                     f"Expected to reach beta = 1 within max_temperatures={max_temperatures}, "
-                    f"but found beta = {beta:.3g}; raise max_temperatures or num_particles"
+                    f"but found beta = {fk.beta:.3g}; raise max_temperatures or num_particles"
                 )
-            new = float(betas[len(schedule)]) if betas else next_beta(ll, beta, target_ess)
-            pop = pop.reweight(tempering_increment(ll, new - beta))
-            pop, _, _ = resample(pop, resampling, generator, 1.0, f"temperature beta={new:.4g}")
-            beta = new
-            schedule.append(beta)
-            params = population_params(kernel, pop.particles, dense=dense)
+            state, _ = step(fk, state, generator, resampling=resampling, ess_threshold=1.0)
+            bar.update(round(100 * fk.beta) - bar.n)
+    pop = state.population
+    return TemperedOutput(pop.particles, pop.log_evidence_estimate(), fk.betas, fk.ll, fk.accepts)
+
+
+class TemperingFK(FeynmanKac):
+    r"""Tempering as a Feynman–Kac model: :math:`M_k` is ``num_mcmc_steps`` of ``kernel``
+    invariant for :math:`\pi_{k-1} \propto p\,\ell^{\beta_{k-1}}` (with the particles' own
+    covariance as metric) and :math:`G_k = \ell^{\beta_k - \beta_{k-1}}`, with :math:`\beta_k`
+    chosen after the move by ESS bisection (or read from ``betas``). Driven by
+    :func:`~ppltk.smc.step` with resampling at every step (so the weights are equal when
+    :math:`\beta_k` is chosen); a last step moves at :math:`\beta = 1` with :math:`G = 1`, so
+    the final particles are equally weighted draws from the posterior.
+    """
+
+    def __init__(
+        self,
+        particles,
+        values,
+        target,
+        kernel,
+        num_mcmc_steps,
+        target_ess,
+        betas,
+        dense,
+        with_grad,
+    ) -> None:
+        self.particles, self.values, self.target, self.kernel = particles, values, target, kernel
+        self.num_mcmc_steps, self.target_ess, self.schedule = num_mcmc_steps, target_ess, betas
+        self.dense, self.with_grad = dense, with_grad
+        self.beta, self.betas, self.accepts, self.finished = 0.0, [0.0], [], False
+
+    def done(self, t: int) -> bool:
+        return self.finished
+
+    def advance(self, t, xp, shape, generator):
+        if xp is None:
+            x = self.particles
+        else:
+            params = population_params(self.kernel, xp, dense=self.dense)
             state, info = mcmc_move(
-                kernel,
-                lambda z, b=beta: target(z, b),
-                pop.particles,
-                num_mcmc_steps,
+                self.kernel,
+                lambda z, b=self.beta: self.target(z, b),
+                xp,
+                self.num_mcmc_steps,
                 generator,
                 params,
-                with_grad=with_grad,
+                with_grad=self.with_grad,
             )
-            pop, ll = pop.with_particles(state.position), values(state.position)[1]
-            accepts.append(float(info["accept_prob"].mean()))
-            bar.update(round(100 * beta) - bar.n)
-    return TemperedOutput(pop.particles, pop.log_evidence_estimate(), schedule, ll, accepts)
+            x = state.position
+            self.accepts.append(float(info["accept_prob"].mean()))
+        self.ll = self.values(x)[1]
+        if self.beta >= 1.0:  # the final move at beta = 1
+            self.finished = True
+            return x, torch.zeros_like(self.ll)
+        if self.schedule:
+            new = float(self.schedule[len(self.betas)])
+        else:
+            new = next_beta(self.ll, self.beta, self.target_ess)
+        log_g = tempering_increment(self.ll, new - self.beta)
+        self.beta = new
+        self.betas.append(new)
+        return x, log_g
 
 
 def tempered_smc(
