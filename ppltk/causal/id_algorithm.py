@@ -289,12 +289,15 @@ def _id(y: frozenset, x: frozenset, p: Expr, g: ADMG, order: _Order, names: list
         raise Hedge(v, s, y, x)
 
     def q(block: frozenset) -> list:
-        before: list = []
+        # P(v_i | v^(i-1)) = P(v_i | (T_i ∪ Pa(T_i)) ∖ {v_i}), T_i the district of v_i in
+        # G[v^(i)] (Tian & Pearl 2002, Lemma 4): same value, shorter conditioning sets
         out = []
-        for node in g.nodes:
+        for i, node in enumerate(g.nodes):
             if node in block:
-                out.append(_cond(p, (node,), before, order))
-            before.append(node)
+                prefix = g.sub(g.nodes[: i + 1])
+                t = next(d for d in prefix.districts() if node in d)
+                given = (t | {u for w in t for u in prefix.parents[w]}) - {node}
+                out.append(_cond(p, (node,), given, order))
         return out
 
     if s in dg:  # line 6
@@ -419,7 +422,12 @@ def render(result: IDResult) -> str:
     """``P(y | do(x), z) = <formula>`` followed by the definitions of ``Q1, Q2, …``."""
     lhs = f"P({_args(result.query)} | do({_args(result.do)})"
     lhs += f", {_args(result.evidence)})" if result.evidence else ")"
-    out = f"{lhs} = {_render(result.expression, top=True)}"
+    out = f"{lhs} = "
+    if result.moved:  # IDC's rule 2: observing these equals intervening on them
+        rest = [v for v in result.evidence if v not in result.moved]
+        out += f"P({_args(result.query)} | do({_args(result.do + result.moved)})"
+        out += f", {_args(rest)}) = " if rest else ") = "
+    out += _render(result.expression, top=True)
     defs = []
     for n in result.definitions:
         body = n.body
