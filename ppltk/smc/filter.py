@@ -74,9 +74,9 @@ def _moments(x, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Weighted mean and variance of tensor states ``[*batch, N, d]`` (else ``None``)."""
     if not isinstance(x, torch.Tensor) or x.ndim != w.ndim + 1 or not x.is_floating_point():
         return None
-    w = w.to(x.dtype).unsqueeze(-1)
-    mean = (w * x).sum(-2)
-    return mean, (w * (x - mean.unsqueeze(-2)) ** 2).sum(-2)
+    w = w.to(x.dtype).unsqueeze(-2)  # [*batch, 1, N]: two weighted sums as matrix products
+    mean = w @ x
+    return mean.squeeze(-2), (w @ (x - mean).square()).squeeze(-2)
 
 
 class StateSpaceFK(FeynmanKac):
