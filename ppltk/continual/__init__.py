@@ -4,12 +4,14 @@ Kessler, Cobb, Rudner, Zohren, Roberts, "On Sequential Bayesian Inference for Co
 Learning", Entropy 2023. Every learner is built with ``seed=`` and has ``observe(X, y)``,
 ``predict_proba(X) -> [n, num_classes_seen]`` and ``predict(X)``; :func:`run_continual`
 fills the task-accuracy matrix in the class- or task-incremental setting.
+``ProtoCL(seed=0)`` builds its own encoder; :class:`NearestClassMean` is the raw-input
+prototype baseline.
 """
 
-from ppltk.continual.baselines import VCL, FineTuning, OnlineLaplace
+from ppltk.continual.baselines import VCL, FineTuning, NearestClassMean, OnlineLaplace
 from ppltk.continual.bnn import FlatBNN, make_logdensity_and_grad
 from ppltk.continual.densities import FittedDensity, fit_density, fit_flow, fit_gaussian, fit_gmm
-from ppltk.continual.harness import ContinualRun, run_continual
+from ppltk.continual.harness import ContinualRun, reorder_classes, run_continual
 from ppltk.continual.metrics import (
     average_accuracy,
     backward_transfer,
@@ -17,6 +19,7 @@ from ppltk.continual.metrics import (
     plot_accuracy_matrix,
 )
 from ppltk.continual.protocl import (
+    DefaultEncoder,
     ProtoCL,
     PrototypeState,
     conjugate_update,
@@ -31,7 +34,9 @@ __all__ = [
     "FineTuning",
     "VCL",
     "OnlineLaplace",
+    "NearestClassMean",
     "ProtoCL",
+    "DefaultEncoder",
     "PrototypeState",
     "prior_state",
     "conjugate_update",
@@ -44,6 +49,7 @@ __all__ = [
     "fit_flow",
     "fit_density",
     "run_continual",
+    "reorder_classes",
     "ContinualRun",
     "average_accuracy",
     "forgetting",

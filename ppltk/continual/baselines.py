@@ -1,4 +1,4 @@
-r"""Baselines in the continual-learning harness: fine-tuning, VCL and online Laplace.
+r"""Baselines in the continual-learning harness: fine-tuning, VCL, online Laplace and NCM.
 
 All three keep one network viewed as a flat vector :math:`\theta` (:class:`FlatBNN`) and
 carry a Gaussian summary of the past from task to task:
@@ -14,9 +14,15 @@ carry a Gaussian summary of the past from task to task:
   :math:`\Lambda_t = \Lambda_{t-1} + \operatorname{diag} G_t`, with :math:`G_t = \sum_i J_i^\top
   (\operatorname{diag} p_i - p_i p_i^\top) J_i` the generalised Gauss-Newton (= Fisher) matrix
   of the softmax likelihood at the MAP.
+
+:class:`NearestClassMean` is the trivial reference for prototype methods: the exact mean of
+every class's raw training inputs (running sums, so it never forgets a mean) and the nearest
+mean as the prediction.
 """
 
 from __future__ import annotations
+
+import math
 
 import pyro
 import pyro.distributions as dist
@@ -28,7 +34,7 @@ from ppltk._rng import child_seed, pyro_seed
 from ppltk.continual._learner import ContinualLearner, training_steps
 from ppltk.errors import ArgumentError
 
-__all__ = ["FineTuning", "VCL", "OnlineLaplace"]
+__all__ = ["FineTuning", "VCL", "OnlineLaplace", "NearestClassMean"]
 
 
 def _check_steps(num_steps: int, lr: float) -> None:
@@ -234,3 +240,38 @@ class VCL(ContinualLearner):
             self.num_predictive, self.model.dim, generator=self.generator, dtype=self.loc.dtype
         )
         return self.model.predict_proba(self.loc + self.scale * eps, X, self.num_classes)
+
+
+class NearestClassMean(ContinualLearner):
+    r"""Nearest class mean on the raw inputs: :math:`\hat y(x) = \arg\min_c \lVert x -
+    \bar x_c\rVert`, with :math:`\bar x_c` the mean of all training inputs of class :math:`c`.
+
+    The class sums and counts are exact running statistics, so learning task by task gives
+    the same means as learning all tasks at once (no memory limit, no training).
+    ``predict_proba`` is :math:`\operatorname{softmax}_c(-\lVert x - \bar x_c\rVert^2 / 2)`
+    over the classes seen (probability 0 for a label never observed).
+    """
+
+    def __init__(self, seed: int | torch.Generator = 0, dtype: torch.dtype = torch.float64):
+        super().__init__(seed=seed, dtype=dtype)
+        self.sums: torch.Tensor | None = None  # [K, d]
+        self.counts: torch.Tensor | None = None  # [K]
+
+    def _observe(self, X, y):
+        k = self.num_classes
+        onehot = torch.nn.functional.one_hot(y, k).to(X.dtype)
+        sums, counts = onehot.T @ X, onehot.sum(0)
+        if self.sums is not None:
+            sums[: len(self.sums)] += self.sums
+            counts[: len(self.counts)] += self.counts
+        self.sums, self.counts = sums, counts
+
+    @property
+    def means(self) -> torch.Tensor:
+        """Class means ``[K, d]`` (NaN rows for labels never observed)."""
+        return self.sums / self.counts[:, None]
+
+    def _predict_proba(self, X):
+        seen = self.counts > 0
+        sq = torch.cdist(X, torch.where(seen[:, None], self.means, 0.0)).pow(2)
+        return (-0.5 * sq).masked_fill(~seen, -math.inf).softmax(-1)

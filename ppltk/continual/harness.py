@@ -23,7 +23,7 @@ from ppltk._progress import progress_bar
 from ppltk.continual.metrics import average_accuracy, backward_transfer, forgetting
 from ppltk.errors import ArgumentError
 
-__all__ = ["ContinualRun", "run_continual", "SETTINGS"]
+__all__ = ["ContinualRun", "run_continual", "reorder_classes", "SETTINGS"]
 
 SETTINGS = ("class_incremental", "task_incremental")
 _ALIASES = {"class": "class_incremental", "task": "task_incremental"}
@@ -148,3 +148,49 @@ def run_continual(
         bar.update(1)
     bar.close()
     return ContinualRun(acc, setting, predictions, seconds, probabilities, learner, list(tasks))
+
+
+def reorder_classes(tasks: Sequence, class_order: Sequence[int], classes_per_task: int = 2) -> list:
+    """The same data as another task sequence: new class order, same train/test assignment.
+
+    All points of ``tasks`` are pooled (each keeps its train or test role); task ``t`` of the
+    result holds the original classes ``class_order[t * m : (t + 1) * m]`` (``m =
+    classes_per_task``), relabelled ``t * m, ..., t * m + m - 1`` so that labels stay global
+    and contiguous in the order they are learned.
+
+    Parameters
+    ----------
+    tasks
+        List of ``(X_train, y_train, X_test, y_test)``.
+    class_order
+        A permutation of every label that occurs in ``tasks``.
+    classes_per_task
+        Classes per new task (must divide the number of classes).
+    """
+    if len(tasks) == 0:
+        raise ArgumentError("Expected at least one task in `tasks`, but found none")
+    X_tr = torch.cat([t[0] for t in tasks])
+    y_tr = torch.cat([t[1] for t in tasks]).long()
+    X_te = torch.cat([t[2] for t in tasks])
+    y_te = torch.cat([t[3] for t in tasks]).long()
+    labels = torch.cat([y_tr, y_te]).unique().tolist()
+    order = [int(c) for c in class_order]
+    if sorted(order) != labels:
+        raise ArgumentError(
+            f"Expected `class_order` to be a permutation of the labels {labels}, but found {order}"
+        )
+    m = classes_per_task
+    if not isinstance(m, int) or m < 1 or len(order) % m:
+        raise ArgumentError(
+            f"Expected `classes_per_task` to divide {len(order)} classes, but found {m!r}"
+        )
+    new_label = torch.full((max(labels) + 1,), -1, dtype=torch.long, device=y_tr.device)
+    new_label[torch.tensor(order, device=y_tr.device)] = torch.arange(
+        len(order), device=y_tr.device
+    )
+    out = []
+    for t in range(len(order) // m):
+        group = torch.tensor(order[t * m : (t + 1) * m], device=y_tr.device)
+        in_tr, in_te = torch.isin(y_tr, group), torch.isin(y_te, group)
+        out.append((X_tr[in_tr], new_label[y_tr[in_tr]], X_te[in_te], new_label[y_te[in_te]]))
+    return out
