@@ -7,8 +7,9 @@
 # step size and a windowed (diagonal or dense) metric.
 #
 # This tutorial fits the eight-schools model, looks at ArviZ diagnostics (summary, trace and
-# rank plots), compares a diagonal with a dense metric on a correlated Gaussian, and shows the
-# divergence warning on Neal's funnel. Set `PPLTK_FAST=1` for a quick run.
+# rank plots), compares a diagonal with a dense metric on a correlated Gaussian, shows the
+# divergence warning on Neal's funnel, what happens where a model cannot be evaluated and how
+# stuck chains are handled. Set `PPLTK_FAST=1` for a quick run.
 
 # %%
 import warnings
@@ -20,7 +21,7 @@ import torch
 
 from ppltk._tutorial import fast_mode, save_figure
 from ppltk.errors import DivergenceWarning
-from ppltk.mcmc import NUTS, sample, sample_flat
+from ppltk.mcmc import NUTS, ChainsDisagreeWarning, sample, sample_flat
 from ppltk.mcmc.targets import correlated_covariance, funnel_centered, gaussian_logdensity
 
 torch.set_num_threads(1)
@@ -112,7 +113,7 @@ for dense in (False, True):
 
 # %%
 with warnings.catch_warnings(record=True) as caught:
-    warnings.simplefilter("always", DivergenceWarning)
+    warnings.simplefilter("always")
     funnel = sample(
         funnel_centered,
         5,
@@ -123,9 +124,59 @@ with warnings.catch_warnings(record=True) as caught:
         progress=False,
     )
 for w in caught:
-    if issubclass(w.category, DivergenceWarning):
-        print("DivergenceWarning:", w.message)
+    if issubclass(w.category, (DivergenceWarning, ChainsDisagreeWarning)):
+        print(f"{w.category.__name__}:", w.message)
 print("divergent transitions per chain:", funnel.stats["diverging"].sum(1))
+
+# %% [markdown]
+# ## When the model cannot be evaluated, and stuck chains
+# A point where the model raises (a Cholesky of a matrix that is not positive definite, a
+# distribution's `ValueError`) or where the log-density or its gradient is not finite is a
+# rejected — for HMC/NUTS divergent — transition *of that chain only*: the batch is bisected
+# down to the failing chains, which get $\log\pi = -\infty$. Below, a correlation
+# $r \sim U(-1.5, 1.5)$ enters a Cholesky factor that fails for $|r| \ge 1$.
+
+# %%
+data = torch.randn(10, 2, generator=torch.Generator().manual_seed(0)) @ torch.tensor(
+    [[1.0, 0.5], [0.0, 0.8]]
+)
+
+
+def correlated_normal(data):
+    r = pyro.sample("r", dist.Uniform(-1.5, 1.5))
+    cov = torch.stack([torch.stack([torch.ones(()), r]), torch.stack([r, torch.ones(())])])
+    chol = torch.linalg.cholesky(cov)  # raises LinAlgError for |r| >= 1
+    with pyro.plate("n", data.shape[0]):
+        pyro.sample("xy", dist.MultivariateNormal(torch.zeros(2), scale_tril=chol), obs=data)
+
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DivergenceWarning)
+    fit = sample(correlated_normal, data, num_warmup=WARMUP, num_samples=DRAWS, progress=False)
+print("E[r | data] =", float(fit.draws["r"].mean()))
+print("model evaluations that raised:", fit.attrs["model_evaluation_errors"])
+print("non-finite evaluations per chain:", fit.attrs["nonfinite_evaluations"])
+
+# %% [markdown]
+# A chain started where the density is extremely steep needs a tiny step size to move at all
+# (there is no lower floor on step sizes). During warm-up a chain whose acceptance or step
+# size collapses, or whose log-density stays far below the others', is restarted from another
+# chain's state (`restart_stuck=True`, the default; counts in `attrs["num_restarts"]`), and
+# after sampling a `ChainsDisagreeWarning` gives R-hat without each chain and per-chain ESS
+# when the chains still disagree.
+
+
+# %%
+def steep():
+    x = pyro.sample("x", dist.Normal(0.0, 1.0))
+    pyro.factor("wall", -torch.cosh(50 * x))
+
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DivergenceWarning)
+    fit = sample(steep, num_warmup=WARMUP, num_samples=DRAWS, seed=0, progress=False)
+print("per-chain sd of x:", fit.draws["x"].std(1).round(4))
+print("restarts per chain:", fit.attrs["num_restarts"])
 
 # %% [markdown]
 # ## Speed
@@ -146,5 +197,13 @@ print("divergent transitions per chain:", funnel.stats["diverging"].sum(1))
 # ## Long runs
 # `sample(..., checkpoint="run.pt")` writes the chains' state every 100 iterations and resumes
 # from the file if it exists; Ctrl-C returns the draws made so far with an
-# `InterruptedWarning`. Kernels are plain objects with `init`/`step`, so other algorithms (SMC
+# `InterruptedWarning`. State and random-number state are saved together as of the last
+# completed iteration, so a resumed run equals the uninterrupted one bit for bit. The file
+# holds a fingerprint (model sites, a hash of the data and arguments, kernel and options,
+# seed, ppltk version): resuming it with any of them changed raises
+# `CheckpointMismatchError`.
+#
+# Draws depend on `seed`, `num_chains` and the grouping `chains_per_unit` — never on the
+# executor: `sample(..., seed=s, chains_per_unit=k)` gives the same draws in this process and
+# on a Dask cluster (`executor=...`). Without either, all chains form one batch. Kernels are plain objects with `init`/`step`, so other algorithms (SMC
 # rejuvenation moves, for instance) reuse them on their own batched log-densities.

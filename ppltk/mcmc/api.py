@@ -115,6 +115,8 @@ def sample(
             )
         from ppltk.distributed import sample_chains
 
+        if not restart_stuck:  # passed on only when not the default
+            model_kwargs = {**model_kwargs, "restart_stuck": False}
         return sample_chains(
             model,
             *model_args,
@@ -122,7 +124,6 @@ def sample(
             num_chains=num_chains,
             chains_per_unit=1 if chains_per_unit is None else chains_per_unit,
             executor=executor,
-            restart_stuck=restart_stuck,
             seed=seed,
             progress=progress,
             num_warmup=num_warmup,
