@@ -27,7 +27,7 @@ from torch.distributions import biject_to
 from ppltk._progress import progress_bar
 from ppltk._rng import make_generator
 from ppltk.errors import ArgumentError, ShapeError
-from ppltk.mcmc import Params
+from ppltk.mcmc import MCMCState, Params, RandomWalkMH
 from ppltk.results import Result
 from ppltk.smc.filter import particle_filter
 from ppltk.smc.programs import ProgramFK, ProgramInfo
@@ -56,19 +56,21 @@ def _select(accept: torch.Tensor, new: Any, old: Any) -> Any:
 class PseudoMarginalMH:
     r"""Random-walk MH on a log-target *estimate* ``estimate(z [C, D]) -> (lp [C], aux)``.
 
-    Proposal :math:`z' = z + \epsilon L\xi` with :math:`LL^\top = M^{-1}` (``params``), as
-    :class:`~ppltk.mcmc.RandomWalkMH`; proposals whose estimate is :math:`-\infty` or NaN are
-    rejected. The estimate at the current point is never recomputed (that is what makes the
-    chain exact).
+    One transition is :class:`~ppltk.mcmc.RandomWalkMH`'s (proposal
+    :math:`z' = z + \epsilon L\xi` with :math:`LL^\top = M^{-1}` from ``params``; NaN or
+    :math:`-\infty` estimates rejected) with the estimate in place of the log-density. The
+    estimate at the current point is carried, never recomputed (that is what makes the chain
+    exact), and so is the accepted estimator output ``aux``.
     """
 
     name = "pmmh"
     uses_gradient = False
 
-    def default_params(self, position: torch.Tensor, dense: bool = False) -> Params:
-        from ppltk.mcmc import RandomWalkMH
+    def __init__(self) -> None:
+        self._rw = RandomWalkMH()
 
-        return RandomWalkMH().default_params(position, dense)
+    def default_params(self, position: torch.Tensor, dense: bool = False) -> Params:
+        return self._rw.default_params(position, dense)
 
     def init(self, position: torch.Tensor, estimate: Callable) -> PseudoMarginalState:
         lp, aux = estimate(position)
@@ -81,26 +83,18 @@ class PseudoMarginalMH:
         params: Params,
         generator: torch.Generator,
     ) -> tuple[PseudoMarginalState, dict[str, torch.Tensor]]:
-        z = state.position
-        xi = torch.randn(z.shape, generator=generator, dtype=z.dtype, device=z.device)
-        minv = params.inverse_mass
-        if minv.dim() == 3:
-            noise = (torch.linalg.cholesky(minv) @ xi.unsqueeze(-1)).squeeze(-1)
-        else:
-            noise = xi * minv.sqrt()
-        proposal = z + params.step_size.unsqueeze(-1) * noise
-        lp, aux = estimate(proposal)
-        log_ratio = lp.to(state.lp.dtype) - state.lp
-        log_ratio = torch.where(torch.isnan(log_ratio), -math.inf, log_ratio)
-        u = torch.rand(log_ratio.shape, generator=generator, dtype=z.dtype, device=z.device)
-        accept = torch.log(u) < log_ratio
-        new = PseudoMarginalState(
-            _select(accept, proposal, z),
-            torch.where(accept, lp.to(state.lp.dtype), state.lp),
-            _select(accept, aux, state.aux),
-        )
-        info = {"accept_prob": torch.exp(log_ratio.clamp(max=0.0)), "accepted": accept}
-        return new, info
+        proposed = {}
+
+        def logdensity_and_grad(z):
+            lp, proposed["aux"] = estimate(z)
+            proposed["z"] = z
+            return lp.to(state.lp.dtype), torch.zeros_like(z)
+
+        current = MCMCState(state.position, state.lp, torch.zeros_like(state.position))
+        out, info = self._rw.step(current, logdensity_and_grad, params, generator)
+        accept = (out.position == proposed["z"]).all(-1)
+        aux = _select(accept, proposed["aux"], state.aux)
+        return PseudoMarginalState(out.position, out.lp, aux), {**info, "accepted": accept}
 
 
 def batched_log_likelihood(make_ssm, ys, theta, num_particles, generator, **pf) -> torch.Tensor:
