@@ -128,12 +128,13 @@ def check_finite_output(value: torch.Tensor, what: str, *more: torch.Tensor) -> 
     """Raise :class:`NumericalError` instead of returning NaN/inf filter output.
 
     ``value`` and any further tensors in ``more`` (e.g. the covariances) are checked with
-    one synchronisation; ``value`` is returned.
+    one reduction and one synchronisation (a sum that overflows counts as overflow);
+    ``value`` is returned.
     """
-    ok = torch.isfinite(value).all()
+    total = value.sum()  # NaN/inf anywhere make the sum non-finite: one cheap reduction
     for other in more:
-        ok = ok & torch.isfinite(other).all()
-    if not bool(ok):
+        total = total + other.sum()
+    if not bool(torch.isfinite(total)):
         raise NumericalError(
             f"Expected finite {what}, but found NaN/inf entries (overflow: rescale the data "
             "or the covariances, or use float64)"
