@@ -95,8 +95,7 @@ def _cholesky_model(y):
         )
 
 
-@pytest.mark.parametrize("backend", ["fx", "eager"])
-def test_linalg_error_in_the_model_is_a_rejection_not_a_crash(backend):
+def test_linalg_error_in_the_model_is_a_rejection_not_a_crash():
     """Before: a raw LinAlgError from the step-size search. Now each failing point is a zero
     density for that chain only; the posterior of r (support |r| < 1) matches quadrature."""
     gen = torch.Generator().manual_seed(3)
@@ -113,12 +112,34 @@ def test_linalg_error_in_the_model_is_a_rejection_not_a_crash(backend):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DivergenceWarning)
         res = sample(_cholesky_model, y, num_chains=4, num_warmup=100, num_samples=150, seed=0,
-                     progress=False, backend=backend)  # fmt: skip
+                     progress=False)  # fmt: skip
     r = torch.as_tensor(res.draws["r"], dtype=DTYPE)
     assert r.abs().max() < 1
     _per_chain_check(r, mean, sd, ess_per_chain=30)
     assert res.attrs["model_evaluation_errors"] > 0
     assert sum(res.attrs["nonfinite_evaluations"]) > 0
+
+
+@pytest.mark.parametrize(
+    "backend, vectorise", [("eager", "auto"), ("eager", "loop"), ("fx", "auto")]
+)
+def test_failing_points_of_a_batch_get_minus_inf_and_the_others_their_values(backend, vectorise):
+    """One failing Cholesky fails a whole vmap/graph batch: the batch is bisected, so the
+    other points keep exactly their own values."""
+    from ppltk.model import ModelBridge
+
+    y = torch.tensor([[0.3, 0.1], [-0.5, 0.2]], dtype=DTYPE)
+    bridge = ModelBridge(_cholesky_model, (y,), backend=backend, vectorise=vectorise)
+    r = torch.tensor([0.5, 1.2, -0.3, 0.0, 1.4], dtype=DTYPE)
+    z = torch.logit((r + 1.5) / 3.0)[:, None]
+    lp, grad = bridge.log_density_and_grad(z)
+    ok = r.abs() < 1
+    assert torch.isinf(lp[~ok]).all() and (lp[~ok] < 0).all() and (grad[~ok] == 0).all()
+    for i in torch.nonzero(ok).flatten().tolist():
+        lp_i, grad_i = bridge.log_density_and_grad(z[i : i + 1])
+        torch.testing.assert_close(lp[i : i + 1], lp_i)
+        torch.testing.assert_close(grad[i : i + 1], grad_i)
+    assert bridge.num_evaluation_errors > 0
 
 
 def test_model_that_always_fails_gets_a_named_error():
