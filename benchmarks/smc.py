@@ -94,7 +94,9 @@ def markov_program(ys):
 
 
 def run_ppltk_program(ys, n):
-    return smc(markov_program, ys, num_particles=n, seed=0, progress=False).log_evidence
+    return smc(
+        markov_program, ys, num_particles=n, seed=0, max_plate_nesting=0, progress=False
+    ).log_evidence
 
 
 def t_scaling(lengths=(100, 200, 400, 800), n=1000) -> dict:

@@ -106,6 +106,10 @@ class SuspendedProgram:
         Seed of the program's own random stream (torch's global generator, swapped per switch).
     wrappers
         Extra handlers entered inside the particle plate (e.g. replaying parameter values).
+    record_fixed
+        Sum the log-density of replayed latent values per particle (:attr:`fixed_log_prob`).
+    validate
+        Keep the distributions' argument validation (off by default: validated elsewhere).
     """
 
     def __init__(
@@ -119,6 +123,7 @@ class SuspendedProgram:
         seed: int = 0,
         wrappers=(),
         record_fixed: bool = False,
+        validate: bool = False,
     ) -> None:
         self.model, self.args, self.kwargs = model, tuple(args), dict(kwargs or {})
         self.size, self.nesting, self.dim = size, max_plate_nesting, -(max_plate_nesting + 1)
@@ -128,7 +133,8 @@ class SuspendedProgram:
         self.wrappers = tuple(wrappers)
         self.num_observations = 0
         self.finished = False
-        self._own = _GlobalState(torch.Generator().manual_seed(seed).get_state(), False, seed)
+        rng = torch.Generator().manual_seed(seed).get_state()
+        self._own = _GlobalState(rng, None if validate else False, seed)
         self._greenlet = greenlet(self._main)
 
     def _main(self):
@@ -157,6 +163,10 @@ class SuspendedProgram:
             return None
         try:
             out = self._switch()
+        except ValueError as err:
+            if isinstance(err, ModelStructureError):
+                raise
+            raise ModelStructureError(f"Expected the program to run, but found: {err}") from err
         except RuntimeError as err:
             if "ambiguous" in str(err) or "more than one value" in str(err):
                 raise ModelStructureError(

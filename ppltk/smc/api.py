@@ -77,7 +77,7 @@ def smc(
     seed: int | torch.Generator = 0,
     proposal=None,
     guide=None,
-    max_plate_nesting: int = 0,
+    max_plate_nesting: int | None = None,
     progress: bool = True,
     path: str | None = None,
     move: dict | None = None,
@@ -96,6 +96,11 @@ def smc(
         :math:`N`; the scheme; resample when :math:`\mathrm{ESS}/N <` threshold; seed.
     proposal
         For explicit state-space models: a proposal (default bootstrap).
+    guide, max_plate_nesting
+        For ``init``/``step`` models: a guide with the same methods and the plate nesting
+        (default 0). For a Pyro program, ``max_plate_nesting`` skips the validated prior run
+        that otherwise finds the nesting and the number of observations (see
+        :class:`~ppltk.smc.ProgramFK`).
     path
         ``None`` (the model's own path, see the module table), ``"replay"`` for a Pyro
         program the run-once path refuses, or ``"resample-move"``.
@@ -122,7 +127,10 @@ def smc(
             picked = _final_draws(out, generator)
             draws = fk.program.draws(fk.program.complete(picked, num_particles), num_particles)
     elif path in ("program", "feynman-kac"):
-        fk = ProgramFK(model, args, kwargs) if path == "program" else model
+        if path == "program":
+            fk = ProgramFK(model, args, kwargs, max_plate_nesting=max_plate_nesting)
+        else:
+            fk = model
         try:
             out = particle_filter(fk, None, num_particles, **common)
             picked = _final_draws(out, generator)
@@ -147,7 +155,8 @@ def smc(
             )
         ys = args[0]
         if path == "pyro-markov":
-            proposal = PyroStateSpace(model, guide, max_plate_nesting, args[1:], kwargs)
+            nesting = max_plate_nesting or 0
+            proposal = PyroStateSpace(model, guide, nesting, args[1:], kwargs)
         with pyro_seed(child_seed(generator)):
             out = particle_filter(model, ys, num_particles, proposal=proposal, **common)
         picked = _final_draws(out, generator)

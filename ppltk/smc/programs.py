@@ -154,7 +154,7 @@ class ProgramParticles:
     one mutable execution, so an older population holding this handle sees the new state.
     """
 
-    def __init__(self, program: SuspendedProgram, shape: tuple[int, ...], info: ProgramInfo):
+    def __init__(self, program: SuspendedProgram, shape: tuple[int, ...], info: ProgramInfo | None):
         self.program, self.shape, self.info = program, tuple(shape), info
         batch = math.prod(shape[:-1])
         offsets = torch.arange(batch) * shape[-1]
@@ -169,12 +169,17 @@ class ProgramParticles:
         """Run the program past its last observation (draws its remaining latent sites)."""
         if self.program.advance() is not None:
             raise ModelStructureError(
-                f"Expected {len(self.info.observed)} observations (as in a prior run), but the "
-                "program made more: the number of observations must not depend on random values"
+                "Expected the program to end after its observations (as in a prior run), but it "
+                "made more: the number of observations must not depend on random values"
             )
 
     def values(self) -> dict[str, torch.Tensor]:
-        """Every latent site's current values shaped ``[*batch, N, *site_shape]``."""
+        """Every latent site's current values shaped ``[*batch, N, *site_shape]`` (without a
+        prior run, ``site_shape`` keeps the plate dims' padding)."""
+        if self.info is None:
+            return {
+                k: v.reshape(self.shape + v.shape[1:]) for k, v in self.program.values().items()
+            }
         shapes = self.info.latent_shapes
         return {
             name: v.reshape(self.shape + shapes[name])
@@ -192,14 +197,34 @@ class ProgramFK(FeynmanKac):
     :math:`\prod(\text{batch}) N`; ``fixed`` replays latent values per batch row (e.g. the
     parameters of PMMH chains, ``{site: [*batch, *site_shape]}``), whose log-prior is then
     available as :attr:`fixed_log_prob`.
+
+    By default one validated prior run (:class:`ProgramInfo`) finds the number of observations
+    and the plate nesting first, and the particle run skips per-particle argument validation.
+    With ``max_plate_nesting`` given (as Pyro's ``SMCFilter`` requires) there is no prior run:
+    the particle run validates its arguments and the end of the program is found when it
+    returns (one last step with :math:`G = 1`).
     """
 
-    def __init__(self, model: Callable, args=(), kwargs=None, fixed=None, info=None) -> None:
+    def __init__(
+        self,
+        model: Callable,
+        args=(),
+        kwargs=None,
+        fixed=None,
+        info=None,
+        max_plate_nesting: int | None = None,
+    ) -> None:
         self.model, self.args, self.kwargs = model, tuple(args), dict(kwargs or {})
-        self.info = info or ProgramInfo(model, self.args, self.kwargs)
-        self.num_steps = len(self.info.observed)
-        self.fixed = fixed
+        if info is None and max_plate_nesting is None:
+            info = ProgramInfo(model, self.args, self.kwargs)
+        self.info = info
+        self.nesting = info.nesting if info is not None else int(max_plate_nesting)
+        self.num_steps = len(info.observed) if info is not None else None
+        self.fixed, self.finished = fixed, False
         self.handle: ProgramParticles | None = None
+
+    def done(self, t: int) -> bool:
+        return self.finished if self.info is None else super().done(t)
 
     def _wrappers(self, shape):
         if not self.fixed:
@@ -220,13 +245,17 @@ class ProgramFK(FeynmanKac):
                 self.args,
                 self.kwargs,
                 size=math.prod(shape),
-                max_plate_nesting=self.info.nesting,
+                max_plate_nesting=self.nesting,
                 seed=seed,
                 wrappers=self._wrappers(shape),
                 record_fixed=bool(self.fixed),
+                validate=self.info is None,
             )
             xp = self.handle = ProgramParticles(program, shape, self.info)
         out = xp.program.advance()
+        if out is None and self.info is None and t > 0:
+            self.finished = True
+            return xp, torch.zeros(shape, device=generator.device)
         if out is None:
             raise ModelStructureError(
                 f"Expected {self.num_steps} observations (as in a prior run), but the program "

@@ -302,3 +302,26 @@ def test_resample_move_on_a_program_is_unbiased_and_moves():
         assert abs(float(x.mean()) - float(smooth_mean[t])) < 5 * se, (t, x.mean(), smooth_mean[t])
     with pytest.raises(Exception, match="block"):
         smc(ar_program, ys, path="resample-move", move={"block": "some"}, progress=False)
+
+
+def test_program_without_a_prior_run_given_the_plate_nesting():
+    """max_plate_nesting given: no prior run, the end found when the program returns; the
+    evidence has the same law, and bad arguments are still named (validated in the run)."""
+    _, ys = data(10, seed=5)
+    logz = kalman_1d(ys, A, Q, R)
+    CALLS["n"] = 0
+    runs = [
+        smc(ar_program, ys, num_particles=200, seed=s, max_plate_nesting=0, progress=False)
+        for s in range(20)
+    ]
+    assert CALLS["n"] == 20  # one execution per run, no prior run
+    errs = torch.tensor([r.log_evidence - logz for r in runs])
+    assert abs(errs.mean()) < 5 * errs.std() / math.sqrt(20) + errs.var() / 2 + 0.01, errs
+    assert runs[0].draws["x_9"].shape == (1, 200)
+
+    def bad_scale(ys):
+        x = pyro.sample("x", dist.Normal(0.0, 1.0))
+        pyro.sample("y", dist.Normal(x, -1.0), obs=ys[0])
+
+    with pytest.raises(ModelStructureError, match="scale"):
+        smc(bad_scale, ys, num_particles=10, max_plate_nesting=0, progress=False)
