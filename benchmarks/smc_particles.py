@@ -93,8 +93,9 @@ def bench_sv(n: int, seeds: int) -> dict:
         return smc(ssm, ys[:, None], num_particles=n, seed=s, progress=False).log_evidence
 
     def program(s):
+        args = (ys, p["mu"], p["rho"], p["sigma"])
         return smc(
-            sv_program, ys, p["mu"], p["rho"], p["sigma"], num_particles=n, seed=s, progress=False
+            sv_program, *args, num_particles=n, seed=s, max_plate_nesting=0, progress=False
         ).log_evidence
 
     runs = peer["runs"][1:]  # the first run compiles numba
