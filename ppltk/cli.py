@@ -114,7 +114,7 @@ def _check_out(out: str | None, force: bool) -> None:
     path = Path(out)
     if not path.parent.is_dir():
         raise ArgumentError(
-            f"Expected --out in an existing folder, but {str(path.parent)!r} is none"
+            f"Expected --out in an existing folder, but {str(path.parent)!r} does not exist"
         )
     if path.is_dir():
         raise ArgumentError(f"Expected --out to be a file name, but {out!r} is a folder")
