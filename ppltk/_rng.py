@@ -21,7 +21,15 @@ def make_generator(seed: int | torch.Generator | None, device: torch.device | st
         seed = int(torch.randint(0, 2**62, ()).item())
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ArgumentError(f"Expected `seed` to be an int or torch.Generator, but found {seed!r}")
-    gen = torch.Generator(device=torch.device(device) if device is not None else "cpu")
+    if not -(2**63) <= seed < 2**64:
+        raise ArgumentError(f"Expected `seed` in [-2**63, 2**64), but found {seed!r}")
+    try:
+        dev = torch.device(device) if device is not None else torch.device("cpu")
+    except (RuntimeError, TypeError) as err:
+        raise ArgumentError(f"Expected `device` a torch device, but found {device!r}") from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ArgumentError(f"Expected a CUDA device to be available for {dev}, but found none")
+    gen = torch.Generator(device=dev)
     gen.manual_seed(seed)
     return gen
 
