@@ -302,7 +302,8 @@ class AmortizedPosterior:
 
     def log_prob(self, z: torch.Tensor, y: Any) -> torch.Tensor:
         """``log q(z | y)`` in the unconstrained space; ``z [S, D]`` for one data set
-        (-> ``[S]``) or ``[B, S, D]`` for a batch (-> ``[B, S]``)."""
+        (-> ``[S]``) or ``[B, S, D]`` for a batch (-> ``[B, S]``); differentiable in ``z`` when
+        ``z.requires_grad``."""
         data, batched = self._as_data(y)
         if z.shape[-1] != self.bridge.dim or z.dim() != (3 if batched else 2):
             raise ShapeError(
@@ -310,7 +311,8 @@ class AmortizedPosterior:
                 f"D={self.bridge.dim}, but found {list(z.shape)}"
             )
         z = z if batched else z[None]
-        lp = self._log_prob_std(z.to(self.device, self.dtype), self._context(data))
+        with torch.set_grad_enabled(torch.is_grad_enabled() and z.requires_grad):
+            lp = self._log_prob_std(z.to(self.device, self.dtype), self._context(data))
         return lp if batched else lp[0]
 
     def sample_unconstrained(
