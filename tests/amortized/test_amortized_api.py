@@ -150,7 +150,8 @@ def test_given_simulations_and_mixture_head():
     # the mixture's sampler, its density and the Pyro distribution agree (4000 draws: se/60)
     lp = q.log_prob(z, y)
     assert torch.isfinite(lp).all()
-    d = q.head.distribution(q._context(q._as_data(y)[0]))
+    with torch.no_grad():
+        d = q.head.distribution(q._context(q._as_data(y)[0]))
     assert d.batch_shape == (1,) and d.event_shape == (2,)
     x = (z - q.stats["z_loc"]) / q.stats["z_scale"]
     assert torch.allclose(d.log_prob(x) - q.stats["z_scale"].log().sum(), lp, atol=1e-4)
