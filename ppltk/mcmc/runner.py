@@ -80,6 +80,9 @@ class SampleOutput:
         Divergent transitions among the kept draws.
     interrupted
         True when the run stopped on Ctrl-C.
+    attrs
+        ``warmup_divergences [C]``, ``restarts [C]`` (stuck chains restarted in warm-up) and
+        ``nonfinite_evaluations [C]`` (points with a failed or non-finite evaluation).
     """
 
     positions: torch.Tensor

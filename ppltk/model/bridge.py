@@ -107,7 +107,16 @@ class ModelBridge:
     Parameters
     ----------
     model
-        A Pyro model (a callable that calls ``pyro.sample``).
+        A Pyro model (a callable that calls ``pyro.sample``).  Observed values are checked
+        once at trace time: outside their distribution's support (unless its bounds depend on
+        latents) they raise :class:`~ppltk.errors.ArgumentError`, and data that a plate would
+        broadcast into a larger log-probability (``[n, 1]`` in a plate of ``n``) raises
+        :class:`~ppltk.errors.ShapeError`, both naming the site.  ``pyro.deterministic``
+        sites are not observations: :meth:`to_result` returns them as draws.  A latent site
+        whose support depends on other latents (``Uniform(0, 1 - a)``) has its transform
+        re-derived from the support at every evaluation.  A point where the model raises
+        (``ppltk.model.graph.EVALUATION_ERRORS``) gets :math:`-\\infty` and a zero
+        gradient; the rest of the batch is unaffected.
     args, kwargs
         Arguments the model is called with (observed data usually among them).
     seed
@@ -330,6 +339,12 @@ class ModelBridge:
                 f"{s.name:<20}{str(list(s.shape)):<16}{str(s.support):<34}"
                 f"[{s.offset}:{s.offset + s.size}]"
             )
+        if self.dynamic:
+            lines.append(
+                f"support depends on other latents (re-derived): {', '.join(self.dynamic)}"
+            )
+        if self.deterministic:
+            lines.append(f"deterministic (returned as draws): {', '.join(self.deterministic)}")
         lines.append(f"observed: {', '.join(self.observed) or '-'}; flat dimension D={self.dim}")
         return "\n".join(lines)
 
