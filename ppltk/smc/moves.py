@@ -19,6 +19,7 @@ from collections.abc import Callable
 import torch
 
 __all__ = [
+    "decorrelation_stop",
     "mcmc_move",
     "population_params",
     "weighted_covariance",
@@ -110,6 +111,7 @@ def mcmc_move(
     *,
     with_grad: bool | None = None,
     return_path: bool = False,
+    stop: Callable | None = None,
 ):
     r"""Apply ``num_steps`` kernel transitions to every particle.
 
@@ -119,19 +121,23 @@ def mcmc_move(
     ``(state, info)``: the kernel's full final state (position, log-density, gradient) and
     ``info["accept_prob"]`` ``[N]``, the mean acceptance probability; with
     ``return_path=True`` also ``info["path"]`` ``[num_steps, N, D]``, every intermediate
-    position (the waste-free SMC population, Dau & Chopin 2022).
+    position (the waste-free SMC population, Dau & Chopin 2022). ``stop(k, state)`` (optional)
+    ends the move early after transition ``k`` when it returns ``True``; ``info["num_steps"]``
+    is the number of transitions made.
     """
     fn = _as_logdensity_and_grad(kernel, log_density, with_grad)
     params = population_params(kernel, positions) if params is None else params
     state = kernel.init(positions, fn)
     accept = torch.zeros(positions.shape[0], dtype=positions.dtype, device=positions.device)
-    path = []
-    for _ in range(num_steps):
+    path, done = [], 0
+    for k in range(num_steps):
         state, info = kernel.step(state, fn, params, generator)
-        accept = accept + info["accept_prob"] / num_steps
+        accept, done = accept + info["accept_prob"], k + 1
         if return_path:
             path.append(state.position)
-    out = {"accept_prob": accept}
+        if stop is not None and stop(done, state):
+            break
+    out = {"accept_prob": accept / max(done, 1), "num_steps": done}
     if return_path:
         out["path"] = torch.stack(path)
     return state, out
@@ -143,3 +149,29 @@ def _as_logdensity_and_grad(kernel, log_density, with_grad):
     if uses_gradient(kernel):
         return logdensity_with_grad(log_density)
     return logdensity_without_grad(log_density)
+
+
+def decorrelation_stop(start: torch.Tensor, cov: torch.Tensor, target: float = 0.1) -> Callable:
+    r"""``stop`` rule for :func:`mcmc_move`: the move has gone far enough when the particles'
+    mean squared Mahalanobis jump from ``start`` (metric ``cov``, ``[D, D]`` or ``[D]``)
+    reaches :math:`2D(1 - \rho)` with :math:`\rho =` ``target``.
+
+    For a chain at stationarity :math:`E\|x_k - x_0\|^2_{\Sigma^{-1}} = 2D(1 - \bar\rho_k)`
+    where :math:`\bar\rho_k` is the mean lag-:math:`k` autocorrelation of the whitened
+    coordinates, so this stops once the particles are nearly independent of where the move
+    started (random-walk MH needs :math:`O(D)` steps for that, Roberts & Rosenthal 2001).
+    """
+    dim = start.shape[-1]
+    if cov.ndim == 2:
+        chol = torch.linalg.cholesky(cov)
+
+        def jump(x):
+            white = torch.linalg.solve_triangular(chol, (x - start).mT, upper=False)
+            return white.square().sum(0).mean()
+    else:
+
+        def jump(x):
+            return ((x - start).square() / cov).sum(-1).mean()
+
+    threshold = 2 * dim * (1 - target)
+    return lambda k, state: bool(jump(state.position) >= threshold)

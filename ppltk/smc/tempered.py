@@ -11,7 +11,7 @@ One step = reweight (tempering increment), resample (evidence folded in), move (
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -19,21 +19,32 @@ from ppltk._progress import progress_bar
 from ppltk._rng import make_generator
 from ppltk.errors import ArgumentError, NumericalError
 from ppltk.smc.kernel import FeynmanKac, init, step
-from ppltk.smc.moves import logdensity_with_grad, mcmc_move, population_params, uses_gradient
+from ppltk.smc.moves import (
+    decorrelation_stop,
+    logdensity_with_grad,
+    mcmc_move,
+    population_params,
+    uses_gradient,
+)
 from ppltk.smc.tempering import next_beta, tempering_increment
 
 __all__ = ["TemperedOutput", "TemperingFK", "tempered_smc_flat", "tempered_smc"]
 
+AUTO_MAX_STEPS = 100
+"""Most transitions per temperature with ``num_mcmc_steps="auto"``."""
+
 
 @dataclass
 class TemperedOutput:
-    """Final (equally weighted) particles ``[N, D]``, log-evidence, schedule and diagnostics."""
+    """Final (equally weighted) particles ``[N, D]``, log-evidence, schedule and diagnostics
+    (mean acceptance and number of MCMC transitions at each temperature)."""
 
     particles: torch.Tensor
     log_evidence: torch.Tensor
     betas: list[float]
     log_likelihood: torch.Tensor
     accept_prob: list[float]
+    num_mcmc_steps: list[int] = field(default_factory=list)
 
 
 def _default_kernel(kernel=None):
@@ -62,6 +73,8 @@ def _check_tempered(particles, num_mcmc_steps, target_ess, max_temperatures, bet
     if not particles.is_floating_point() or particles.dtype == torch.float16:
         raise ArgumentError(f"Expected `particles` float32 or float64, but found {particles.dtype}")
     for name, value in (("num_mcmc_steps", num_mcmc_steps), ("max_temperatures", max_temperatures)):
+        if name == "num_mcmc_steps" and value == "auto":
+            continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ArgumentError(f"Expected `{name}` a positive int, but found {value!r}")
     if not 0.0 < float(target_ess) < 1.0:
@@ -159,7 +172,9 @@ def tempered_smc_flat(
             state, _ = step(fk, state, generator, resampling=resampling, ess_threshold=1.0)
             bar.update(round(100 * fk.beta) - bar.n)
     pop = state.population
-    return TemperedOutput(pop.particles, pop.log_evidence_estimate(), fk.betas, fk.ll, fk.accepts)
+    return TemperedOutput(
+        pop.particles, pop.log_evidence_estimate(), fk.betas, fk.ll, fk.accepts, fk.steps
+    )
 
 
 class TemperingFK(FeynmanKac):
@@ -188,6 +203,7 @@ class TemperingFK(FeynmanKac):
         self.num_mcmc_steps, self.target_ess, self.schedule = num_mcmc_steps, target_ess, betas
         self.dense, self.with_grad = dense, with_grad
         self.beta, self.betas, self.accepts, self.finished = 0.0, [0.0], [], False
+        self.steps: list[int] = []
 
     def done(self, t: int) -> bool:
         return self.finished
@@ -197,17 +213,22 @@ class TemperingFK(FeynmanKac):
             x = self.particles
         else:
             params = population_params(self.kernel, xp, dense=self.dense)
+            steps, stop = self.num_mcmc_steps, None
+            if steps == "auto":
+                steps, stop = AUTO_MAX_STEPS, decorrelation_stop(xp, params.inverse_mass[0])
             state, info = mcmc_move(
                 self.kernel,
                 lambda z, b=self.beta: self.target(z, b),
                 xp,
-                self.num_mcmc_steps,
+                steps,
                 generator,
                 params,
                 with_grad=self.with_grad,
+                stop=stop,
             )
             x = state.position
             self.accepts.append(float(info["accept_prob"].mean()))
+            self.steps.append(info["num_steps"])
         self.ll = self.values(x)[1]
         if self.beta >= 1.0:  # the final move at beta = 1
             self.finished = True
