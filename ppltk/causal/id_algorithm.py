@@ -335,19 +335,21 @@ class IDResult:
     arbitrary: tuple = ()  # free variables the value does not depend on (added by line 3)
 
 
-def _hedge_error(h: Hedge, x, y, z, order: _Order) -> NotIdentifiableError:
+def _hedge_error(h: Hedge, x, y, z, treated: set, order: _Order) -> NotIdentifiableError:
     def fmt(s):
         return "{" + ", ".join(map(str, order(s))) + "}"
 
     head = f"P({', '.join(map(str, y))} | do({', '.join(map(str, x))})"
     head += f", {', '.join(map(str, z))})" if z else ")"
-    return NotIdentifiableError(
+    err = NotIdentifiableError(
         f"Expected an identifiable query, but {head} is not identifiable from the observational "
-        f"joint: the hedge F = {fmt(h.forest)} ⊃ F' = {fmt(h.sub_forest)} (two c-forests with "
-        f"the root set R = {fmt(h.roots)}; F contains the treatments {fmt(h.forest & h.x)}, "
-        f"F' none) blocks P({', '.join(map(str, order(h.roots)))} | "
-        f"do({', '.join(map(str, order(h.x)))})): two models agreeing on P(v) disagree on it"
+        f"joint: the hedge F = {fmt(h.forest)} ⊃ F' = {fmt(h.sub_forest)} blocks it (two "
+        f"c-forests: each bidirected-connected, every node an ancestor of the root set "
+        f"R = {fmt(h.roots)} inside it; F contains the treatments {fmt(h.forest & treated)}, "
+        f"F' none), so two models with the same observational joint give different answers"
     )
+    err.hedge = (frozenset(h.forest), frozenset(h.sub_forest), frozenset(h.roots))
+    return err
 
 
 def id_expression(
@@ -381,7 +383,7 @@ def id_expression(
     try:
         expr = _id(frozenset(y) | z_set, frozenset(x_set), joint, g, order, names)
     except Hedge as h:
-        raise _hedge_error(h, x, y, z, order) from None
+        raise _hedge_error(h, x, y, z, set(x_set), order) from None
     if z_set:
         label = f"P_{{{','.join(map(str, order(x_set)))}}}"
         named = Named(label, expr, order(set(y) | z_set))

@@ -226,7 +226,9 @@ def identify(
         res = id_expression(ADMG.from_dag(g, observed), x, y)
     except NotIdentifiableError as err:
         why = _explain(g, observed, x, y, m_cands, c_cands, n_bd, n_fd)
-        raise NotIdentifiableError(f"{err}. Fast paths: {why}") from None
+        refusal = NotIdentifiableError(f"{err}. Fast paths: {why}")
+        refusal.hedge = getattr(err, "hedge", None)  # (F, F', R) node sets
+        raise refusal from None
     return Identification("id", (), (), res.formula, res)
 
 

@@ -19,7 +19,7 @@ import networkx as nx
 import pytest
 import torch
 
-from ppltk.causal import NotIdentifiableError, effect_from_joint, identify
+from ppltk.causal import NoFullSupportError, NotIdentifiableError, effect_from_joint, identify
 from ppltk.causal.id_algorithm import ADMG, effect_value, id_expression
 from ppltk.errors import ArgumentError
 
@@ -395,6 +395,7 @@ def test_causal_id_refusals_name_the_hedge():
         effect_from_joint(bow, {"U"}, joint, ("X", "Y"), ("Y",), {"X": 1})
     f, f2, roots = parse_hedge(str(info.value))
     assert (f, f2, roots) == ({"X", "Y"}, {"Y"}, {"Y"})
+    assert info.value.hedge == (frozenset({"X", "Y"}), frozenset({"Y"}), frozenset({"Y"}))
     assert "[]" not in str(info.value).split("Fast paths")[0]
     # the confounded mediator: hedge {X, M, Y} ⊃ {M, Y}
     g = nx.DiGraph([("U", "X"), ("U", "Y"), ("X", "M"), ("M", "Y"), ("V", "M"), ("V", "Y")])
@@ -432,3 +433,12 @@ def test_causal_id_soft_interventions_batches_and_hard_evidence_only():
         identify(FRONT_DOOR, {"X", "M", "Y"}, ["X"], ["Y"], evidence=["X"])
     with pytest.raises(ArgumentError, match="`evidence`"):
         effect_from_joint(NAPKIN, {"U1", "U2"}, joint, obs, ("Y",), {"X": 1}, evidence="W1")
+
+
+def test_causal_id_formula_needs_support_where_it_divides():
+    cpts = _tables(NAPKIN, 6)
+    obs = ["W1", "W2", "X", "Y"]
+    joint = observational(NAPKIN, cpts, obs).clone()
+    joint[1, 0, :, :] = 0.0  # W1 = 1 never with W2 = 0: P(x | w1, w2) undefined there
+    with pytest.raises(NoFullSupportError, match="full support"):
+        effect_from_joint(NAPKIN, {"U1", "U2"}, joint, obs, ("Y",), {"X": 1})
