@@ -23,6 +23,7 @@ from ppltk.continual.protocl import (
     ProtoCL,
     PrototypeState,
     conjugate_update,
+    herding,
     predictive_log_proba,
     prior_state,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "NearestClassMean",
     "ProtoCL",
     "DefaultEncoder",
+    "herding",
     "PrototypeState",
     "prior_state",
     "conjugate_update",

@@ -20,8 +20,9 @@ The encoder is trained episodically, as in the paper: each step draws a class-ba
 from the current task plus a small replay memory of earlier classes, updates the prototypes
 on its support points and maximises the predictive log-probability of its query points.
 After each task the prototypes of all classes seen so far are recomputed from the current
-task and the replay memory with the updated encoder. Only training labels ever enter an
-update; ``predict_proba`` takes no labels.
+task and the replay memory with the updated encoder. The memory keeps, per class, the
+points chosen by herding on the inputs (their mean tracks the class mean). Only training
+labels ever enter an update; ``predict_proba`` takes no labels.
 
 Without an encoder, :class:`ProtoCL` builds :class:`DefaultEncoder` from the first task:
 the inputs centred on the first task's mean and divided by its root-mean-square deviation,
@@ -42,6 +43,7 @@ from ppltk.errors import ArgumentError, ShapeError
 
 __all__ = [
     "DefaultEncoder",
+    "herding",
     "PrototypeState",
     "prior_state",
     "conjugate_update",
@@ -109,6 +111,28 @@ def predictive_log_proba(state: PrototypeState, z: torch.Tensor, noise_var) -> t
     log_lik = -0.5 * sq / pred_var - 0.5 * h * torch.log(2 * math.pi * pred_var)
     log_prior = state.alpha.log() - state.alpha.sum().log()
     return (log_lik + log_prior).log_softmax(-1)
+
+
+def herding(X: torch.Tensor, m: int) -> torch.Tensor:
+    r"""Indices of ``m`` rows of ``X`` chosen greedily so that their mean tracks ``X``'s mean.
+
+    Herding (Welling, 2009; the exemplar selection of iCaRL, Rebuffi et al., 2017): step
+    :math:`k` adds the row :math:`i \notin S` minimising
+    :math:`\lVert \bar x - (\sum_{j \in S} x_j + x_i) / k \rVert`. Deterministic; all rows
+    (in herding order) when ``m >= n``.
+    """
+    n = X.shape[0]
+    target = X.mean(0)
+    chosen = torch.zeros(n, dtype=torch.bool, device=X.device)
+    total = torch.zeros_like(target)
+    order = []
+    for k in range(1, min(m, n) + 1):
+        dist = ((target - (total + X) / k) ** 2).sum(-1).masked_fill(chosen, math.inf)
+        i = int(dist.argmin())
+        order.append(i)
+        chosen[i] = True
+        total = total + X[i]
+    return torch.tensor(order, dtype=torch.long, device=X.device)
 
 
 class DefaultEncoder(torch.nn.Module):
@@ -181,7 +205,10 @@ class ProtoCL(ContinualLearner):
     noise_var, prior_var, alpha0
         :math:`\sigma^2`, prior :math:`s^2` of every prototype, prior Dirichlet concentration.
     memory_per_class
-        Training points kept per class for replay (drawn at random from that class).
+        Training points kept per class for replay.
+    memory_selection
+        ``"herding"`` (default): the points whose running mean best tracks the class mean
+        of the inputs (:func:`herding`); ``"random"``: a uniform draw from the class.
     num_steps, lr
         Adam steps (episodes) per task on the encoder and learning rate (0 steps: frozen
         encoder).
@@ -211,6 +238,7 @@ class ProtoCL(ContinualLearner):
         prior_var: float = 1.0,
         alpha0: float = 1.0,
         memory_per_class: int = 20,
+        memory_selection: str = "herding",
         num_steps: int = 200,
         lr: float = 1e-3,
         support_per_class: int = 10,
@@ -237,6 +265,11 @@ class ProtoCL(ContinualLearner):
         for name, value in (("noise_var", noise_var), ("prior_var", prior_var), ("lr", lr)):
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ArgumentError(f"Expected `{name}` > 0, but found {value!r}")
+        if memory_selection not in ("herding", "random"):
+            raise ArgumentError(
+                f"Expected `memory_selection` in ('herding', 'random'), but found {memory_selection!r}"
+            )
+        self.memory_selection = memory_selection
         self.encoder = None if encoder is None else copy.deepcopy(encoder).to(dtype)
         self.noise_var, self.prior_var, self.alpha0 = (
             float(noise_var),
@@ -290,8 +323,11 @@ class ProtoCL(ContinualLearner):
         keep_X, keep_y = [self.memory_X], [self.memory_y]
         for c in y.unique():
             idx = torch.nonzero(y == c).squeeze(-1)
-            perm = torch.randperm(len(idx), generator=self.generator).to(idx.device)
-            idx = idx[perm[: self.memory_per_class]]
+            if self.memory_selection == "herding":
+                idx = idx[herding(X[idx], self.memory_per_class)]
+            else:
+                perm = torch.randperm(len(idx), generator=self.generator).to(idx.device)
+                idx = idx[perm[: self.memory_per_class]]
             keep_X.append(X[idx])
             keep_y.append(y[idx])
         self.memory_X, self.memory_y = torch.cat(keep_X), torch.cat(keep_y)
