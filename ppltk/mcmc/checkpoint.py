@@ -109,6 +109,7 @@ def save_checkpoint(path: Path, run, generator_state: torch.Tensor) -> None:
         "stats": {k: v[:, :kept].clone() for k, v in run.stats.items()},
         "warmup_divergences": run.warmup_divergences,
         "restarts": run.restarts,
+        "nonfinite": getattr(run.ld, "nonfinite", None),
         "monitor": None if run.monitor is None else run.monitor.state_dict(),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -143,5 +144,7 @@ def load_checkpoint(path: Path, run) -> None:
         run.stats[name][:, :kept] = value
     run.warmup_divergences = payload["warmup_divergences"]
     run.restarts = payload["restarts"]
+    if payload.get("nonfinite") is not None and hasattr(run.ld, "nonfinite"):
+        run.ld.nonfinite = payload["nonfinite"]
     if run.monitor is not None and payload["monitor"] is not None:
         run.monitor.load_state_dict(payload["monitor"])

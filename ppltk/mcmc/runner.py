@@ -157,6 +157,7 @@ class _Run:
             "adapters": [_copy_tree(a.state_dict()) for a in self.adapters],
             "monitor": None if self.monitor is None else dict(self.monitor.state_dict()),
             "restarts": self.restarts,
+            "nonfinite": getattr(self.ld, "nonfinite", None),
             "pending": len(self._pending),
             "pending_divergences": len(self._pending_divergences),
             "generator": self.gen.get_state(),
@@ -170,6 +171,8 @@ class _Run:
         if self.monitor is not None:
             self.monitor.load_state_dict(snap["monitor"])
         self.restarts = snap["restarts"]
+        if snap["nonfinite"] is not None:
+            self.ld.nonfinite = snap["nonfinite"]
         del self._pending[snap["pending"] :]
         del self._pending_divergences[snap["pending_divergences"] :]
         self.gen.set_state(snap["generator"])

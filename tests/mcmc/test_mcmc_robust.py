@@ -214,3 +214,35 @@ def test_monitor_flags_a_chain_far_below_the_others():
     for i in range(monitor.interval):
         monitor.update(i, lp, torch.zeros(4, dtype=DTYPE))
     assert not monitor.stuck(torch.full((4,), 0.5, dtype=DTYPE)).any()
+
+
+def _arma11(y):
+    """ARMA(1,1) as in posteriordb's arma11 (Stan): |theta| > 1 makes the error recursion
+    explode, so a chain started there sees log pi ~ -1e45."""
+    f = lambda v: torch.tensor(v, dtype=DTYPE)  # noqa: E731
+    mu = pyro.sample("mu", dist.Normal(f(0.0), 10.0))
+    phi = pyro.sample("phi", dist.Normal(f(0.0), 2.0))
+    theta = pyro.sample("theta", dist.Normal(f(0.0), 2.0))
+    sigma = pyro.sample("sigma", dist.HalfCauchy(f(2.5)))
+    err = [y[0] - (mu + phi * mu)]
+    for t in range(1, y.shape[0]):
+        err.append(y[t] - (mu + phi * y[t - 1] + theta * err[-1]))
+    pyro.sample(
+        "err", dist.Normal(0.0, sigma).expand([y.shape[0]]).to_event(1), obs=torch.stack(err)
+    )
+
+
+@pytest.mark.slow
+def test_arma11_no_stuck_chain():
+    """Before: at seed 0 one of 4 chains stayed at theta = -1.29 (sd 0, 300 divergences).
+    Every chain must now move and agree with the others within 5 standard errors."""
+    gen = torch.Generator().manual_seed(0)
+    e = torch.randn(120, generator=gen, dtype=DTYPE)
+    y = torch.zeros(120, dtype=DTYPE)
+    for t in range(120):
+        y[t] = 0.5 + (0.6 * y[t - 1] + 0.3 * e[t - 1] if t else 0.0) + e[t]
+    res = sample(_arma11, y, num_chains=4, num_warmup=300, num_samples=300, seed=0, progress=False)
+    theta = torch.as_tensor(res.draws["theta"], dtype=DTYPE)
+    sd = float(theta.std())
+    assert (theta.std(1) > 0.5 * sd).all()
+    assert (theta.mean(1) - theta.mean()).abs().max() < 5 * sd / math.sqrt(30)
