@@ -19,8 +19,9 @@ Conventions and what is refused (:class:`~ppltk.errors.ModelStructureError`):
 
 * the particle dim is dim 0 (it is, for every value sampled inside the outermost particle
   plate of :func:`~ppltk.handlers.particle_plate`);
-* an operation that moves the particle dim away from dim 0 (``x.T``, ``torch.stack(xs)``) or
-  writes particle values in place into a plain tensor would silently escape re-indexing;
+* a tensor whose particle dim was moved away from dim 0 (``x.T``, ``torch.stack(xs)``) may be
+  used until the next resampling (distributions do such transposes internally) but not after
+  it; writing particle values in place into a plain tensor is refused;
 * Python control flow on a particle's value (``if x > 0``) fails as for any batched tensor.
 
 Preserves: the values a program sees are exactly those of its resampled particle system.
@@ -88,17 +89,27 @@ class ParticleTensor(torch.Tensor):
     _lineage: Lineage
     _generation: int
     _data: torch.Tensor
+    _displaced: bool
 
     @staticmethod
-    def wrap(data: torch.Tensor, lineage: Lineage) -> ParticleTensor:
+    def wrap(data: torch.Tensor, lineage: Lineage, displaced: bool = False) -> ParticleTensor:
         out = torch.Tensor._make_subclass(ParticleTensor, data, data.requires_grad)
         out._lineage, out._generation, out._data = lineage, lineage.generation, data
+        out._displaced = displaced
         return out
 
     def current(self) -> torch.Tensor:
         """The values at the lineage's current generation, as a plain tensor (cached)."""
         lineage = self._lineage
         if self._generation != lineage.generation:
+            if self._displaced:
+                raise ModelStructureError(
+                    "Expected the particle dim to stay at dim 0 in values kept across an "
+                    f"observation, but found a tensor shaped {list(self._data.shape)} with the "
+                    "particles in another dim used after a resampling, which could not re-index "
+                    "it. Keep the particle dim leftmost (stack/cat along dim=-1, no transposes "
+                    "of particle tensors) or use smc(..., path='replay')."
+                )
             self._data = lineage.bring_up_to_date(self._data, self._generation)
             self._generation = lineage.generation
         return self._data
@@ -165,6 +176,9 @@ def _check_inplace(func, args, found) -> None:
 
 
 def _rewrap(out, lineage: Lineage, func):
+    """Particle tensors for outputs with the particle dim first; an output with the particles
+    in another dim (a transpose inside a distribution, say) is *displaced*: usable until the
+    next resampling, refused after it."""
     if type(out) in (tuple, list):
         return type(out)(_rewrap(o, lineage, func) for o in out)
     if not isinstance(out, torch.Tensor) or out.ndim == 0:
@@ -173,13 +187,7 @@ def _rewrap(out, lineage: Lineage, func):
     if out.shape[0] == n:
         return ParticleTensor.wrap(out, lineage)
     if n > 1 and n in out.shape:
-        name = getattr(func, "__name__", str(func))
-        raise ModelStructureError(
-            f"Expected the particle dim to stay at dim 0, but found `{name}` returning a "
-            f"tensor shaped {list(out.shape)} with the {n} particles elsewhere; resampling "
-            "could not re-index it. Keep the particle dim leftmost (stack/cat along dim=-1, "
-            "no transposes of particle tensors) or use smc(..., path='replay')."
-        )
+        return ParticleTensor.wrap(out, lineage, displaced=True)
     return out
 
 
