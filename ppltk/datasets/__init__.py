@@ -6,6 +6,7 @@ import importlib
 
 _LOCATIONS = {
     "simulate_neural_decoding": "ppltk.datasets.neural",
+    "simulate_vonmises_neurons": "ppltk.datasets.neural_vonmises",
     "split_digits": "ppltk.datasets.continual_tasks",
     "toy_blob_tasks": "ppltk.datasets.continual_tasks",
 }

@@ -40,8 +40,8 @@ class KernelCovariance:
         Q(x) = (1-\lambda) \sum_i w_i(x)\, r_i r_i^\top + \lambda \bar Q,
         \qquad \bar Q = \frac1N \sum_i r_i r_i^\top,
 
-    with Nadaraya–Watson weights :math:`w_i(x)` (bandwidth by leave-one-out on the outer
-    products). A convex combination of PSD matrices plus :math:`\lambda \bar Q` with
+    with Nadaraya–Watson weights :math:`w_i(x)` (one bandwidth by leave-one-out squared error on
+    the outer products, smoothing in the space of their linear prediction). A convex combination of PSD matrices plus :math:`\lambda \bar Q` with
     :math:`\lambda > 0` is positive definite whenever :math:`\bar Q` is.
     """
 
@@ -49,7 +49,14 @@ class KernelCovariance:
         if not 0.0 < shrinkage <= 1.0:
             raise ArgumentError(f"Expected `shrinkage` in (0, 1], but found {shrinkage!r}")
         self.shrinkage = float(shrinkage)
-        self.smoother = NadarayaWatsonRegressor(bandwidth=bandwidth, seed=seed)
+        self.smoother = NadarayaWatsonRegressor(
+            bandwidth=bandwidth,
+            projection="linear",
+            criterion="squared_error",
+            ard=False,
+            loo_max_points=1500,
+            seed=seed,
+        )
         self.mean_cov = None
 
     def fit(self, X, residuals) -> KernelCovariance:

@@ -50,6 +50,7 @@ from ppltk.filtering._gaussian import (
 from ppltk.filtering.covariance import make_covariance
 from ppltk.filtering.fit import fit_state_dynamics, stationary_covariance
 from ppltk.filtering.regressors import make_regressor
+from ppltk.filtering.selection import AUTO_CANDIDATES, select_regressor
 
 __all__ = ["DiscriminativeKalmanFilter", "NONPD_FIXES", "pseudo_observation", "dkf_update"]
 
@@ -168,8 +169,16 @@ class DiscriminativeKalmanFilter:
     Parameters
     ----------
     regressor
-        ``"nw"`` (default), ``"mlp"``, ``"gp"``, ``"linear"`` or an object with
-        ``fit``/``predict``.
+        ``"auto"`` (default), ``"nw"``, ``"mlp"``, ``"gp"``, ``"linear"`` or an object with
+        ``fit``/``predict``. ``"auto"`` fits every name in ``candidates`` on the training
+        rows and keeps the one with the highest held-out predictive log-likelihood of
+        :math:`N(z; f(x), Q(x))` on the ``holdout_fraction`` rows (one-standard-error rule,
+        simplest first; :func:`~ppltk.filtering.selection.select_regressor`). The choice is
+        in ``regressor_name_`` (and the repr), the scores in ``selection_``.
+    candidates
+        What ``"auto"`` chooses from (default ``("linear", "nw", "mlp", "gp")``).
+    seed
+        Seed of the candidates ``"auto"`` builds.
     covariance
         ``"constant"`` (default), ``"kernel"`` or an object with ``fit``/``predict``.
     nonpd_fix
@@ -184,9 +193,11 @@ class DiscriminativeKalmanFilter:
 
     def __init__(
         self,
-        regressor="nw",
+        regressor="auto",
         covariance="constant",
         *,
+        candidates: tuple = AUTO_CANDIDATES,
+        seed: int | torch.Generator | None = 0,
         nonpd_fix: str = "drop_prior",
         robust: bool = False,
         holdout_fraction: float = 0.2,
@@ -200,7 +211,14 @@ class DiscriminativeKalmanFilter:
             raise ArgumentError(
                 f"Expected `holdout_fraction` in (0, 1), but found {holdout_fraction!r}"
             )
-        self.regressor = make_regressor(regressor) if isinstance(regressor, str) else regressor
+        self.auto = isinstance(regressor, str) and regressor == "auto"
+        if self.auto:
+            self.regressor, self.regressor_name_ = None, None
+        elif isinstance(regressor, str):
+            self.regressor, self.regressor_name_ = make_regressor(regressor), regressor
+        else:
+            self.regressor, self.regressor_name_ = regressor, type(regressor).__name__
+        self.candidates, self.seed, self.selection_ = tuple(candidates), seed, None
         self.covariance = make_covariance(covariance) if isinstance(covariance, str) else covariance
         self.nonpd_fix, self.robust, self.warn = nonpd_fix, bool(robust), bool(warn)
         self.holdout_fraction, self.refit, self.clip_margin = holdout_fraction, refit, clip_margin
@@ -208,6 +226,16 @@ class DiscriminativeKalmanFilter:
         self._fires = torch.zeros((), dtype=torch.long)
         self.last_nonpd_count_ = 0
         self.state_ = None
+
+    def __repr__(self) -> str:
+        name = self.regressor_name_ if self.regressor_name_ is not None else "auto (unfitted)"
+        if self.auto and self.regressor_name_ is not None:
+            name = f"auto -> {name}"
+        extra = ", robust=True" if self.robust else ""
+        return (
+            f"DiscriminativeKalmanFilter(regressor={name!r}, "
+            f"covariance={type(self.covariance).__name__}{extra})"
+        )
 
     @property
     def nonpd_count_(self) -> int:
@@ -253,8 +281,20 @@ class DiscriminativeKalmanFilter:
         if split < 2:
             raise ArgumentError(f"Expected enough rows to hold out, but found {X.shape[0]}")
         with named_linalg_errors("matrices while fitting the regressor and Q(x)"):
-            self.regressor.fit(X[:split], Z[:split])
-            residuals = Z[split:] - self.regressor.predict(X[split:])
+            if self.auto:
+                name, self.regressor, residuals, self.selection_ = select_regressor(
+                    self.candidates,
+                    X[:split],
+                    Z[:split],
+                    X[split:],
+                    Z[split:],
+                    self.covariance,
+                    seed=self.seed,
+                )
+                self.regressor_name_ = name
+            else:
+                self.regressor.fit(X[:split], Z[:split])
+                residuals = Z[split:] - self.regressor.predict(X[split:])
             self.covariance.fit(X[split:], residuals)
             if self.refit:
                 self.regressor.fit(X, Z)

@@ -86,105 +86,232 @@ def _sq_dists(A: torch.Tensor, B: torch.Tensor, B_sq: torch.Tensor) -> torch.Ten
 
 
 class NadarayaWatsonRegressor:
-    r"""Nadaraya–Watson kernel regression with a Gaussian kernel.
+    r"""Nadaraya–Watson kernel regression with a Gaussian kernel and per-dimension bandwidths.
 
     .. math::
         f(x) = \sum_i w_i(x)\, y_i, \qquad
-        w_i(x) = \frac{\exp(-\lVert x - x_i\rVert^2 / 2h^2)}
-                      {\sum_j \exp(-\lVert x - x_j\rVert^2 / 2h^2)},
+        w_i(x) = \frac{\exp(-\sum_j (u_j - u_{ij})^2 / 2h_j^2)}
+                      {\sum_l \exp(-\sum_j (u_j - u_{lj})^2 / 2h_j^2)},
 
-    on standardised inputs, with weights computed as a softmax (log-space, no underflow).
-    The bandwidth :math:`h` minimises the leave-one-out squared error
-    :math:`\sum_i \lVert y_i - f_{-i}(x_i)\rVert^2` over a log-spaced grid (computed on at
-    most ``loo_max_points`` training points).
+    on standardised features :math:`u` (of the inputs, or of a linear prediction of ``Y``),
+    with weights computed as a softmax (log-space, no underflow).
+
+    Bandwidth selection (``bandwidth=None``) maximises the leave-one-out likelihood of
+    :math:`p(y \mid x) \approx N(f(x), Q)` on at most ``loo_max_points`` training points,
+    with :math:`Q` the maximum-likelihood constant covariance of the leave-one-out residuals
+    :math:`r_i = y_i - f_{-i}(x_i)`:
+
+    .. math::
+        \ell(h) = -\tfrac12 \log\det\Bigl(\tfrac1N \textstyle\sum_i r_i r_i^\top\Bigr)
+                  - \tfrac k2 (1 + \log 2\pi)
+
+    (the mean log-likelihood per point, ``criterion="likelihood"``), or minimises
+    :math:`\sum_i \lVert r_i\rVert^2` (``criterion="squared_error"``). An isotropic
+    log-spaced grid (scaled by the median pairwise distance) gives the start; with ``ard``
+    each :math:`\log h_j` is then refined by Adam on :math:`\ell` (automatic relevance
+    determination: an irrelevant feature gets a large :math:`h_j`; the best iterate is kept).
 
     Parameters
     ----------
     bandwidth
-        Fixed :math:`h`, or ``None`` for leave-one-out selection.
+        Fixed :math:`h` (a float, or one per feature), or ``None`` for leave-one-out selection.
     grid_size, loo_max_points
-        Size of the bandwidth grid and of the subsample used for the leave-one-out score.
+        Size of the isotropic grid and of the subsample used for the leave-one-out score.
     projection
-        ``"linear"`` (default): smooth in the ``k``-dimensional space of a least-squares
-        linear prediction of ``Y`` (a supervised projection that avoids the curse of
-        dimensionality with many input features); ``None``: smooth in the input space.
+        ``"linear"``: smooth in the ``k``-dimensional space of a least-squares linear
+        prediction of ``Y`` (a supervised projection that avoids the curse of dimensionality
+        with many input features); ``None``: smooth in the input space; ``"auto"``
+        (default): both (the input space only with at most ``max_input_dims`` features),
+        keeping the one with the higher leave-one-out likelihood (``projection_``).
+    criterion
+        ``"likelihood"`` (default) or ``"squared_error"`` (see above).
+    ard, ard_iterations, ard_lr
+        Refine one bandwidth per feature (default) with that many Adam steps of that size.
     seed
         Seed for the leave-one-out subsample.
+
+    After ``fit``: ``bandwidth_`` (tensor of per-feature bandwidths), ``projection_``,
+    ``loo_loglik_`` (the selection score of the chosen space) and ``loo_grid_``,
+    ``loo_scores_`` (the isotropic grid and its scores; higher is better for the
+    likelihood, lower for the squared error).
     """
 
     _CHUNK_ENTRIES = 2**20
+    _PROJECTIONS = ("auto", "linear", None)
+    _MAX_LOG_BANDWIDTH = math.log(100.0)  # on standardised features: the feature is ignored
 
     def __init__(
         self,
-        bandwidth: float | None = None,
+        bandwidth=None,
         grid_size: int = 24,
-        loo_max_points: int = 1500,
-        projection: str | None = "linear",
+        loo_max_points: int = 1000,
+        projection: str | None = "auto",
+        criterion: str = "likelihood",
+        ard: bool = True,
+        ard_iterations: int = 30,
+        ard_lr: float = 0.1,
+        max_input_dims: int = 20,
         seed: int | torch.Generator | None = 0,
     ) -> None:
-        if bandwidth is not None and not bandwidth > 0:
-            raise ArgumentError(f"Expected `bandwidth` > 0 or None, but found {bandwidth!r}")
-        if projection not in ("linear", None):
-            raise ArgumentError(f"Expected `projection` 'linear' or None, but found {projection!r}")
+        if bandwidth is not None:
+            values = torch.as_tensor(bandwidth, dtype=torch.float64)
+            if values.dim() > 1 or values.numel() == 0 or not bool((values > 0).all()):
+                raise ArgumentError(
+                    f"Expected `bandwidth` > 0 (a float or one per feature) or None, but found "
+                    f"{bandwidth!r}"
+                )
+        if projection not in self._PROJECTIONS:
+            raise ArgumentError(
+                f"Expected `projection` in {self._PROJECTIONS}, but found {projection!r}"
+            )
+        if criterion not in ("likelihood", "squared_error"):
+            raise ArgumentError(
+                f"Expected `criterion` 'likelihood' or 'squared_error', but found {criterion!r}"
+            )
         self.projection = projection
         self.bandwidth = bandwidth
         self.grid_size = int(grid_size)
         self.loo_max_points = int(loo_max_points)
+        self.criterion, self.ard = criterion, bool(ard)
+        self.ard_iterations, self.ard_lr = int(ard_iterations), float(ard_lr)
+        self.max_input_dims = int(max_input_dims)
         self.seed = seed
         self.X_train = None
+
+    def __repr__(self) -> str:
+        if self.X_train is None:
+            return f"NadarayaWatsonRegressor(projection={self.projection!r})"
+        h = ", ".join(f"{v:.3g}" for v in self.bandwidth_.tolist())
+        return f"NadarayaWatsonRegressor(projection_={self.projection_!r}, bandwidth_=[{h}])"
 
     def fit(self, X, Y) -> NadarayaWatsonRegressor:
         X, Y = check_training_pair(X, Y, "X", "Y")
         self.num_features_ = X.shape[1]
-        self.project = LinearRegressor().fit(X, Y) if self.projection == "linear" else None
-        if self.project is not None:
-            X = self.project.predict(X)
-        self.scaler = _Standardizer(X)
-        self.X_train = self.scaler(X).contiguous()
-        self.X_sq = self.X_train.pow(2).sum(-1)
         self.Y_train = Y.contiguous()
-        if self.bandwidth is None:
-            self.bandwidth_ = self._loo_bandwidth()
+        if self.projection == "auto":
+            spaces = ["linear"] if X.shape[1] > self.max_input_dims else ["linear", None]
         else:
-            self.bandwidth_ = float(self.bandwidth)
+            spaces = [self.projection]
+        if self.bandwidth is not None:
+            spaces = spaces[:1]
+        best = None
+        for space in spaces:
+            candidate = self._fit_space(X, Y, space)
+            if best is None or candidate["score"] > best["score"]:
+                best = candidate
+        for key, value in best.items():
+            setattr(self, key, value)
         self._precompute()
         return self
 
-    def _precompute(self) -> None:
-        """Fold projection and standardisation into one affine map ``u = x W + c``, and the
-        kernel into ``logits = u K + k``: :math:`-|u - u_i|^2 / 2h^2` up to a
-        per-query constant, which the softmax ignores."""
-        n = self.num_features_
-        eye = torch.eye(n, dtype=self.X_train.dtype, device=self.X_train.device)
-        if self.project is not None:
-            W, c = self.project.weight.mT, self.project.bias
-        else:
-            W, c = eye, torch.zeros(n, dtype=eye.dtype, device=eye.device)
-        self._affine_W = (W / self.scaler.std).contiguous()
-        self._affine_c = (c - self.scaler.mean) / self.scaler.std
-        inv_h2 = 1.0 / self.bandwidth_**2
-        self._kernel_K = (self.X_train.mT * inv_h2).contiguous()
-        self._kernel_k = -0.5 * inv_h2 * self.X_sq
+    def _fit_space(self, X: torch.Tensor, Y: torch.Tensor, space) -> dict:
+        """Features, scaler and selected bandwidth for one feature space."""
+        project = LinearRegressor().fit(X, Y) if space == "linear" else None
+        U = project.predict(X) if project is not None else X
+        scaler = _Standardizer(U)
+        U = scaler(U).contiguous()
+        out = {"project": project, "scaler": scaler, "X_train": U, "projection_": space}
+        out["X_sq"] = U.pow(2).sum(-1)
+        if self.bandwidth is not None:
+            h = torch.as_tensor(self.bandwidth, dtype=U.dtype, device=U.device)
+            out["bandwidth_"] = h.expand(U.shape[1]).clone()
+            out["score"], out["loo_loglik_"] = 0.0, None
+            return out
+        out.update(self._select_bandwidth(U, Y))
+        return out
 
-    def _loo_bandwidth(self) -> float:
-        N = self.X_train.shape[0]
+    def _loo_residuals(self, U, Y, log_h, eye):
+        V = U * torch.exp(-log_h)
+        sq = V.pow(2).sum(-1)
+        D = (sq.unsqueeze(-1) + sq - 2.0 * V @ V.mT).clamp_min(0.0)
+        return Y - torch.softmax((-0.5 * D).masked_fill(eye, -math.inf), -1) @ Y
+
+    def _score(self, residuals: torch.Tensor) -> torch.Tensor:
+        """Higher is better: the mean LOO log-likelihood, or minus the summed squared error."""
+        N, k = residuals.shape
+        if self.criterion == "squared_error":
+            return -residuals.pow(2).sum()
+        cov = residuals.mT @ residuals / N
+        jitter = 1e-9 * cov.diagonal().mean().clamp_min(1e-300)
+        cov = cov + jitter * torch.eye(k, dtype=cov.dtype, device=cov.device)
+        return -0.5 * torch.logdet(cov) - 0.5 * k * (1.0 + math.log(2.0 * math.pi))
+
+    def _refine_ard(self, Us, Ys, log_h, eye) -> torch.Tensor:
+        """Adam on the per-feature log-bandwidths, in single precision (a selection score
+        needs no more); returns the best iterate."""
+        dtype = Us.dtype
+        low = torch.float32 if dtype == torch.float64 else dtype
+        Us, Ys = Us.to(low), Ys.to(low)
+        log_h = log_h.to(low).clone().requires_grad_()
+        opt = torch.optim.Adam([log_h], lr=self.ard_lr)
+        best_score, best = -math.inf, log_h.detach().clone()
+        for i in range(self.ard_iterations + 1):
+            opt.zero_grad()
+            score = self._score(self._loo_residuals(Us, Ys, log_h, eye))
+            if float(score.detach()) > best_score:
+                best_score, best = float(score.detach()), log_h.detach().clone()
+            if i == self.ard_iterations:
+                break
+            (-score).backward()
+            opt.step()
+            with torch.no_grad():
+                log_h.clamp_(max=self._MAX_LOG_BANDWIDTH)
+        return best.to(dtype)
+
+    def _select_bandwidth(self, U: torch.Tensor, Y: torch.Tensor) -> dict:
+        N = U.shape[0]
         gen = make_generator(self.seed)
-        idx = torch.randperm(N, generator=gen)[: self.loo_max_points].to(self.X_train.device)
-        Xs, Ys = self.X_train[idx], self.Y_train[idx]
+        idx = torch.randperm(N, generator=gen)[: self.loo_max_points].to(U.device)
+        Us, Ys = U[idx], Y[idx]
         # exact pairwise distances (no |x|^2 + |y|^2 - 2xy cancellation), so the median that
         # scales the grid does not depend on the device's rounding
-        D = torch.cdist(Xs, Xs, compute_mode="donot_use_mm_for_euclid_dist").pow(2)
+        D = torch.cdist(Us, Us, compute_mode="donot_use_mm_for_euclid_dist").pow(2)
         median = D[D > 0].median() if (D > 0).any() else torch.ones((), dtype=D.dtype)
         grid = float(median.sqrt()) * torch.logspace(-1.5, 0.5, self.grid_size, dtype=torch.float64)
         eye = torch.eye(len(idx), dtype=torch.bool, device=D.device)
         scores = []
         for h in grid.tolist():
             logits = (-D / (2.0 * h * h)).masked_fill(eye, -math.inf)
-            pred = torch.softmax(logits, -1) @ Ys
-            scores.append(float((pred - Ys).pow(2).sum()))
-        self.loo_grid_, self.loo_index_ = grid, idx
-        self.loo_scores_ = torch.tensor(scores, dtype=torch.float64)
-        return float(grid[int(self.loo_scores_.argmin())])
+            scores.append(float(self._score(Ys - torch.softmax(logits, -1) @ Ys)))
+        scores = torch.tensor(scores, dtype=torch.float64)
+        best = int(scores.argmax())
+        p = U.shape[1]
+        log_h = torch.full((p,), math.log(float(grid[best])), dtype=U.dtype, device=U.device)
+        best_score, best_log_h = float(scores[best]), log_h.clone()
+        if self.ard and p > 1 and self.ard_iterations > 0:
+            refined = self._refine_ard(Us, Ys, log_h, eye)
+            with torch.no_grad():
+                score = float(self._score(self._loo_residuals(Us, Ys, refined, eye)))
+            if score > best_score:
+                best_score, best_log_h = score, refined
+        # stored as the historical (lower is better) form for the squared error
+        stored = scores if self.criterion == "likelihood" else -scores
+        return {
+            "bandwidth_": torch.exp(best_log_h),
+            "score": best_score,
+            "loo_loglik_": best_score if self.criterion == "likelihood" else None,
+            "loo_grid_": grid,
+            "loo_scores_": stored,
+            "loo_index_": idx,
+        }
+
+    def _precompute(self) -> None:
+        """Fold projection, standardisation and the bandwidths into one affine map
+        ``u = x W + c`` (features divided by :math:`h`), and the kernel into
+        ``logits = u K + k``: :math:`-|u - u_i|^2 / 2` up to a per-query constant, which
+        the softmax ignores."""
+        n = self.num_features_
+        eye = torch.eye(n, dtype=self.X_train.dtype, device=self.X_train.device)
+        if self.project is not None:
+            W, c = self.project.weight.mT, self.project.bias
+        else:
+            W, c = eye, torch.zeros(n, dtype=eye.dtype, device=eye.device)
+        h = self.bandwidth_.to(self.X_train)
+        self._affine_W = (W / (self.scaler.std * h)).contiguous()
+        self._affine_c = (c - self.scaler.mean) / (self.scaler.std * h)
+        scaled = self.X_train / h
+        self._kernel_K = scaled.mT.contiguous()
+        self._kernel_k = -0.5 * scaled.pow(2).sum(-1)
 
     def _weights(self, flat: torch.Tensor) -> torch.Tensor:
         u = torch.addmm(self._affine_c, flat, self._affine_W)
@@ -286,7 +413,9 @@ class GPRegressor:
     on standardised inputs and outputs (outputs share hyperparameters). The
     hyperparameters :math:`(\ell, \sigma_f, \sigma_n)` maximise the exact log marginal
     likelihood (Adam on their logarithms) on a subset of ``max_points`` training rows
-    (drawn from ``seed``), which are also the points the predictive mean conditions on.
+    (drawn from ``seed``); the predictive mean conditions on the first ``condition_points``
+    rows of the same random order (default ``max_points``: the same rows). Conditioning on
+    more rows than the hyperparameters were fitted on costs one Cholesky factorisation.
     """
 
     def __init__(
@@ -295,6 +424,7 @@ class GPRegressor:
         iterations: int = 60,
         lr: float = 0.05,
         seed: int | torch.Generator | None = 0,
+        condition_points: int | None = None,
     ) -> None:
         self.max_points, self.iterations, self.lr, self.seed = (
             int(max_points),
@@ -302,6 +432,7 @@ class GPRegressor:
             lr,
             seed,
         )
+        self.condition_points = None if condition_points is None else int(condition_points)
         self.alpha = None
 
     def _kernel(self, A, B, log_ell, log_sf):
@@ -311,9 +442,14 @@ class GPRegressor:
     def fit(self, X, Y) -> GPRegressor:
         X, Y = check_training_pair(X, Y, "X", "Y")
         gen = make_generator(self.seed)
-        idx = torch.randperm(X.shape[0], generator=gen)[: self.max_points].to(X.device)
+        order = torch.randperm(X.shape[0], generator=gen).to(X.device)
+        idx = order[: self.max_points]
         self.x_scaler, self.y_scaler = _Standardizer(X), _Standardizer(Y)
         Xs, Ys = self.x_scaler(X[idx]), self.y_scaler(Y[idx])
+        self._condition = None
+        if self.condition_points is not None and self.condition_points != self.max_points:
+            cond = order[: self.condition_points]
+            self._condition = (self.x_scaler(X[cond]), self.y_scaler(Y[cond]))
         log_ell = torch.tensor(0.5 * math.log(X.shape[1]), dtype=X.dtype, device=X.device)
         log_sf = X.new_zeros(())
         log_sn = torch.tensor(math.log(0.5), dtype=X.dtype, device=X.device)
@@ -338,6 +474,9 @@ class GPRegressor:
             opt.step()
         with torch.no_grad():
             self.hyper_ = tuple(t.detach() for t in hyper)
+            if self._condition is not None:
+                Xs, Ys = self._condition
+                eye = torch.eye(Xs.shape[0], dtype=X.dtype, device=X.device)
             K = (
                 self._kernel(Xs, Xs, *self.hyper_[:2])
                 + (torch.exp(2 * self.hyper_[2]) + 1e-6) * eye
