@@ -213,8 +213,13 @@ class AmortizedPosterior:
         self.timings: dict[str, float] = {}
 
     # ------------------------------------------------------------------ data
-    def _features(self, data: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Standardised encoder inputs for batched data ``{site: [B, *shape]}``."""
+    def _features(
+        self, data: Mapping[str, torch.Tensor], raw: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        r"""Encoder inputs for batched data ``{site: [B, *shape]}``: each feature robustly
+        standardised, :math:`(x - m) / s` (median, IQR), and with ``squash`` mapped by
+        :math:`\operatorname{asinh}` (linear near the bulk, logarithmic in heavy tails such as
+        Cauchy-like prior predictives); the untransformed features when ``raw``."""
         lay = self.layout
         b = next(iter(data.values())).shape[0]
         points, globals_ = None, None
@@ -223,28 +228,33 @@ class AmortizedPosterior:
             cols = [data[s].reshape(b, n, -1).to(self.dtype) for s in lay.set_sites]
             if self.covariates is not None:
                 cols.append(self.covariates.expand(b, -1, -1))
-            points = (torch.cat(cols, -1) - self.stats["point_loc"]) / self.stats["point_scale"]
+            points = torch.cat(cols, -1)
+            if not raw:
+                points = self._squash(
+                    (points - self.stats["point_loc"]) / self.stats["point_scale"]
+                )
         if lay.global_sites:
             g = torch.stack([data[s].reshape(b).to(self.dtype) for s in lay.global_sites], -1)
-            globals_ = (g - self.stats["global_loc"]) / self.stats["global_scale"]
+            globals_ = g
+            if not raw:
+                globals_ = self._squash((g - self.stats["global_loc"]) / self.stats["global_scale"])
         return points, globals_
+
+    def _squash(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.asinh(x) if self.config.get("squash") else x
 
     def _set_stats(self, sims: Simulations) -> None:
         """Standardisation of inputs and outputs from the training simulations."""
         z = sims.z
         self.stats["z_loc"] = z.mean(0)
         self.stats["z_scale"] = z.std(0).clamp_min(1e-6)
-        for key in ("point", "global"):  # features are measured unstandardised
-            self.stats[f"{key}_loc"] = torch.zeros_like(self.stats[f"{key}_loc"])
-            self.stats[f"{key}_scale"] = torch.ones_like(self.stats[f"{key}_scale"])
-        points, globals_ = self._features(sims.data)
+        points, globals_ = self._features(sims.data, raw=True)
         if points is not None:
-            flat = points.reshape(-1, points.shape[-1])
-            self.stats["point_loc"] = flat.mean(0)
-            self.stats["point_scale"] = flat.std(0).clamp_min(1e-6)
+            loc, scale = _robust_scale(points.reshape(-1, points.shape[-1]))
+            self.stats["point_loc"], self.stats["point_scale"] = loc, scale
         if globals_ is not None:
-            self.stats["global_loc"] = globals_.mean(0)
-            self.stats["global_scale"] = globals_.std(0).clamp_min(1e-6)
+            loc, scale = _robust_scale(globals_)
+            self.stats["global_loc"], self.stats["global_scale"] = loc, scale
 
     def _as_data(self, y: Any) -> tuple[dict[str, torch.Tensor], bool]:
         """``({site: [B, *shape]}, batched)`` from one data set or a batch of them."""
@@ -561,6 +571,16 @@ class AmortizedPosterior:
         )
 
 
+def _robust_scale(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Median and a robust scale (IQR / 1.349, the sd for Gaussian data; the sd where the IQR
+    is 0, e.g. for sparse binary features) of each column of ``x [M, F]``."""
+    x = x[:200_000]
+    q = torch.quantile(x, torch.tensor([0.25, 0.5, 0.75], dtype=x.dtype, device=x.device), dim=0)
+    iqr = (q[2] - q[0]) / 1.349
+    scale = torch.where(iqr > 1e-6 * (1 + q[1].abs()), iqr, x.std(0))
+    return q[1], scale.clamp_min(1e-6)
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
@@ -603,6 +623,7 @@ def fit_amortized(
     hidden: int = 64,
     context_dim: int = 32,
     depth: int = 2,
+    squash: bool = False,
     batch_size: int = 256,
     lr: float = 1e-3,
     max_epochs: int = 200,
@@ -636,6 +657,11 @@ def fit_amortized(
         ``"mixture"`` (``num_components`` of them).
     hidden, context_dim, depth
         Sizes of the set encoder (:class:`~ppltk.amortized.DeepSetEncoder`).
+    squash
+        Map each standardised input feature by :math:`\operatorname{asinh}`: for data with
+        heavy-tailed prior predictives (e.g. a half-Cauchy scale), which otherwise put a few
+        huge values into the mean over observations. Off by default because it bends the
+        linear sufficient statistics of Gaussian models.
     batch_size, lr, max_epochs, patience
         Adam on minibatches of the negative log-density; training stops after ``patience``
         epochs without improvement of the held-out loss and restores the best weights.
@@ -706,6 +732,7 @@ def fit_amortized(
         hidden=hidden,
         context_dim=context_dim,
         depth=depth,
+        squash=bool(squash),
     )
     t0 = time.perf_counter()
     if simulations is None:
