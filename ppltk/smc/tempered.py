@@ -116,7 +116,7 @@ def tempered_smc_flat(
     particles: torch.Tensor,
     *,
     kernel=None,
-    num_mcmc_steps: int = 10,
+    num_mcmc_steps: int | str = "auto",
     target_ess: float = 0.5,
     resampling="systematic",
     betas: list[float] | None = None,
@@ -138,9 +138,13 @@ def tempered_smc_flat(
     kernel
         A :mod:`ppltk.mcmc` kernel or its name (default ``"mh"``: random-walk MH proposing
         :math:`N(z, (2.38^2/D)\hat\Sigma)` with :math:`\hat\Sigma` the particles' covariance,
-        re-estimated at every temperature; full with ``dense=True``, else diagonal);
-        ``num_mcmc_steps`` transitions per temperature. Gradient-free kernels never compute
-        gradients.
+        re-estimated at every temperature; full with ``dense=True``, else diagonal).
+        Gradient-free kernels never compute gradients.
+    num_mcmc_steps
+        Transitions per temperature: an int, or ``"auto"`` (default): move until the particles
+        are nearly independent of their start (:func:`~ppltk.smc.moves.decorrelation_stop`,
+        mean lag correlation 0.1; random-walk MH needs :math:`O(D)` steps), at most
+        ``AUTO_MAX_STEPS`` = 100. ``TemperedOutput.num_mcmc_steps`` reports what was used.
     target_ess, betas
         Adaptive schedule by ESS bisection (``target_ess`` in (0, 1)), or a fixed increasing
         schedule from 0 to 1.
@@ -249,7 +253,7 @@ def tempered_smc(
     num_particles: int = 1000,
     seed: int | torch.Generator = 0,
     kernel=None,
-    num_mcmc_steps: int = 10,
+    num_mcmc_steps: int | str = "auto",
     target_ess: float = 0.5,
     resampling="systematic",
     progress: bool = True,
@@ -295,7 +299,11 @@ def tempered_smc(
         progress=progress,
     )
     stats = {"lp_likelihood": out.log_likelihood[None]}  # ArviZ reserves "log_likelihood"
-    attrs = {"num_temperatures": len(out.betas) - 1, "betas": tuple(out.betas)}
+    attrs = {
+        "num_temperatures": len(out.betas) - 1,
+        "betas": tuple(out.betas),
+        "num_mcmc_steps": tuple(out.num_mcmc_steps),
+    }
     return bridge.to_result(
         out.particles[None].detach(), stats, "tempered_smc", float(out.log_evidence), attrs
     )
