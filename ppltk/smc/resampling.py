@@ -234,6 +234,8 @@ def resample(
     if not 0.0 <= ess_threshold <= 1.0:
         raise ArgumentError(f"Expected `ess_threshold` in [0, 1], but found {ess_threshold}")
     logw = population.log_weights
+    if logw.ndim == 1:
+        return _resample_one(population, resampler, generator, ess_threshold, where, ess)
     n = population.num_particles
     identity = torch.arange(n, device=logw.device).expand(logw.shape)
     if ess_threshold < 1.0:
@@ -241,13 +243,12 @@ def resample(
     else:
         mask = torch.ones(logw.shape[:-1], dtype=torch.bool, device=logw.device)
     lse = population.log_weight_sum
-    if logw.ndim > 1:  # batched: a row with zero total weight (a dead filter) stays as it is
-        mask = mask & ~torch.isneginf(lse)
+    mask = mask & ~torch.isneginf(lse)  # a row with zero total weight (a dead filter) stays
     if not bool(mask.any()):
         return population, mask, identity
-    if not bool(torch.isfinite(lse[mask] if logw.ndim > 1 else lse).all()):
-        check_log_weights(logw[mask] if logw.ndim > 1 else logw, where)
-    safe = torch.where(mask[..., None], logw, torch.zeros_like(logw)) if logw.ndim > 1 else logw
+    if not bool(torch.isfinite(lse[mask]).all()):
+        check_log_weights(logw[mask], where)
+    safe = torch.where(mask[..., None], logw, torch.zeros_like(logw))
     ancestors = get_resampler(resampler)(safe, generator)
     ancestors = torch.where(mask[..., None], ancestors, identity)
     folded = lse - math.log(n)
@@ -260,3 +261,27 @@ def resample(
         mask,
         ancestors,
     )
+
+
+def _resample_one(population, resampler, generator, ess_threshold, where, ess):
+    """:func:`resample` for one (unbatched) population: the same, with Python control flow."""
+    logw, n = population.log_weights, population.num_particles
+    device = logw.device
+    if ess_threshold < 1.0 and not bool(
+        (population.ess if ess is None else ess) < ess_threshold * n
+    ):
+        return (
+            population,
+            torch.zeros((), dtype=torch.bool, device=device),
+            torch.arange(n, device=device),
+        )
+    lse = population.log_weight_sum
+    if not bool(torch.isfinite(lse)):
+        check_log_weights(logw, where)
+    ancestors = get_resampler(resampler)(logw, generator)
+    resampled = Population(
+        reindex(population.particles, ancestors),
+        torch.zeros_like(logw),
+        population.log_evidence + (lse - math.log(n)),
+    )
+    return resampled, torch.ones((), dtype=torch.bool, device=device), ancestors
