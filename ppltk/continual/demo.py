@@ -53,17 +53,7 @@ def run_demo(fast: bool, outdir: Path) -> list[dict]:
     runs = {
         "sequential (Gaussian prior)": run_continual(lambda: SequentialBayes(net, **kw), tasks),
         "joint HMC": run_continual(lambda: JointHMC(net, **kw), tasks),
-        "ProtoCL": run_continual(
-            lambda: ProtoCL(
-                torch.nn.Sequential(
-                    torch.nn.Linear(2, 16), torch.nn.Tanh(), torch.nn.Linear(16, 4)
-                ),
-                num_steps=100,
-                lr=1e-2,
-                seed=0,
-            ),
-            tasks,
-        ),
+        "ProtoCL": run_continual(lambda: ProtoCL(seed=0), tasks),  # default encoder
     }
     fig, axes = plt.subplots(1, 3, figsize=(14, 4), layout="constrained")
     for ax, (name, run) in zip(axes, runs.items()):

@@ -19,11 +19,13 @@ def test_learners_run_on_cuda():
     seq = SequentialBayes(net, sampler=HMC(num_steps=5), num_warmup=20, num_samples=20, seed=0)
     enc = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)).to(dev)
     proto = ProtoCL(enc, num_steps=5, seed=0)
-    for learner in (seq, proto):
+    default = ProtoCL(num_steps=5, seed=0)  # default encoder built on the data's device
+    for learner in (seq, proto, default):
         for X, y, _, _ in tasks:
             learner.observe(X, y)
         proba = learner.predict_proba(tasks[0][2])
         assert proba.device.type == "cuda" and proba.shape == (20, 4)
+    assert default.encoder.shift.is_cuda and default.encoder.net[0].weight.is_cuda
     for kind in ("gaussian", "gmm", "flow"):
         kw = {"num_steps": 5} if kind == "flow" else {}
         fit = fit_density(torch.randn(100, 3, device=dev, dtype=torch.float64), kind, **kw)
