@@ -97,7 +97,9 @@ def dkf_update(
     robust: bool = False,
     clip_margin: float = 0.05,
     S_inv: torch.Tensor | None = None,
-) -> tuple[GaussianState, torch.Tensor]:
+    outlier_threshold: float | None = None,
+    return_weight: bool = False,
+):
     r"""One DKF measurement update, batched; returns the posterior and where the fix fired.
 
     The measurement precision :math:`P = Q^{-1} - S^{-1}` and information
@@ -111,6 +113,15 @@ def dkf_update(
     :class:`~ppltk.errors.NotPositiveDefiniteError`. ``robust=True`` always drops
     :math:`-S^{-1}` (the robust DKF) and never counts a fix. ``S_inv`` may be passed
     precomputed.
+
+    ``outlier_threshold`` :math:`c` down-weights improbable measurements (a Huber-type
+    robust Kalman update): with the pseudo-observation :math:`y = P^{-1}h`, its noise
+    :math:`R = P^{-1}` and the innovation :math:`e = y - \nu`,
+    :math:`m^2 = e^\top (M + R)^{-1} e`; where :math:`m^2 > c` the measurement precision
+    and information are scaled by :math:`w = c/m^2` (equivalently :math:`Q` and :math:`R`
+    are inflated by :math:`m^2/c`), so a single wild :math:`f(x)` moves the mean by a
+    bounded amount. Under the model :math:`m^2 \sim \chi^2_d`, so :math:`c` is a
+    :math:`\chi^2_d` quantile. ``return_weight=True`` also returns :math:`w` ``[...]``.
     """
     L_Q, bad_Q = torch.linalg.cholesky_ex(Q)
     Q_inv = torch.cholesky_inverse(L_Q)
@@ -126,6 +137,9 @@ def dkf_update(
             P, h = _apply_fix(fired, P, h, f, Q, Q_inv, S, S_inv, fix, clip_margin)
     L_M, bad_M = torch.linalg.cholesky_ex(prior.cov)
     M_inv = torch.cholesky_inverse(L_M)
+    weight = None
+    if outlier_threshold is not None:
+        P, h, weight = _gate(P, h, prior, outlier_threshold)
     L_post, bad_post = torch.linalg.cholesky_ex(M_inv + P)
     if bool((bad_Q | bad_M | bad_post).any()):
         raise NotPositiveDefiniteError(
@@ -135,7 +149,30 @@ def dkf_update(
         )
     info = matvec(M_inv, prior.mean) + h
     mean = torch.cholesky_solve(info.unsqueeze(-1), L_post).squeeze(-1)
-    return GaussianState(mean, torch.cholesky_inverse(L_post)), fired
+    post = GaussianState(mean, torch.cholesky_inverse(L_post))
+    if return_weight:
+        if weight is None:
+            weight = torch.ones(f.shape[:-1], dtype=f.dtype, device=f.device)
+        return post, fired, weight
+    return post, fired
+
+
+def _gate(P, h, prior: GaussianState, threshold: float):
+    """Scale ``P`` and ``h`` by ``w = min(1, threshold / m^2)`` (see :func:`dkf_update`)."""
+    L_P, bad = torch.linalg.cholesky_ex(P)
+    if bool((bad != 0).any()):
+        raise NotPositiveDefiniteError(
+            "Expected a positive definite measurement precision Q^-1 - S^-1 for the outlier "
+            "gate, but found it indefinite (set `nonpd_fix` to repair it)"
+        )
+    R = torch.cholesky_inverse(L_P)
+    y = torch.cholesky_solve(h.unsqueeze(-1), L_P).squeeze(-1)
+    e = y - prior.mean
+    L_e = torch.linalg.cholesky(symmetrize(prior.cov + R))
+    white = torch.linalg.solve_triangular(L_e, e.unsqueeze(-1), upper=False).squeeze(-1)
+    m2 = white.pow(2).sum(-1)
+    weight = (threshold / m2.clamp_min(1e-300)).clamp(max=1.0)
+    return P * weight[..., None, None], h * weight.unsqueeze(-1), weight
 
 
 def _apply_fix(fired, P, h, f, Q, Q_inv, S, S_inv, fix, clip_margin):
@@ -186,7 +223,18 @@ class DiscriminativeKalmanFilter:
         ``"clip"`` or ``"raise"`` (see :func:`dkf_update`). Fires are counted in
         ``nonpd_count_`` (cumulative) and ``last_nonpd_count_`` (last ``filter`` call).
     robust
-        Always drop :math:`-S^{-1}` (the robust DKF).
+        Always drop :math:`-S^{-1}` (the robust DKF of Burkhart et al., 2020, §5: the
+        measurement precision is :math:`Q^{-1}` and never indefinite).
+    outlier_prob
+        Gate heavy-tailed outliers: down-weight a measurement whose pseudo-observation is
+        further from the prediction than the :math:`1 - \text{outlier_prob}` quantile of
+        :math:`\chi^2_d` (``outlier_threshold`` of :func:`dkf_update`). Gated updates are
+        counted in ``last_outlier_count_``. ``None`` (default): no gate.
+    clip_inputs
+        Winsorise every input feature to its ``[q, 1 - q]`` training quantiles (``q`` =
+        ``clip_inputs``, e.g. ``1e-3``) before the regressor, in ``fit`` and afterwards, so a
+        single channel with a wild value cannot drag :math:`f(x)` far outside the training
+        range. ``None`` (default): no clipping.
     warn
         Emit a :class:`~ppltk.errors.NumericalFallbackWarning` when ``filter`` applied a fix.
     """
@@ -203,8 +251,22 @@ class DiscriminativeKalmanFilter:
         holdout_fraction: float = 0.2,
         refit: bool = False,
         clip_margin: float = 0.05,
+        outlier_prob: float | None = None,
+        clip_inputs: float | None = None,
         warn: bool = True,
     ) -> None:
+        if outlier_prob is not None and not 0.0 < outlier_prob < 1.0:
+            raise ArgumentError(
+                f"Expected `outlier_prob` in (0, 1) or None, but found {outlier_prob!r}"
+            )
+        if clip_inputs is not None and not 0.0 <= clip_inputs < 0.5:
+            raise ArgumentError(
+                f"Expected `clip_inputs` in [0, 0.5) or None, but found {clip_inputs!r}"
+            )
+        self.outlier_prob, self.clip_inputs = outlier_prob, clip_inputs
+        self.outlier_threshold_, self.input_bounds_ = None, None
+        self.last_outlier_count_ = 0
+        self._gated = None
         if nonpd_fix not in NONPD_FIXES:
             raise ArgumentError(f"Expected `nonpd_fix` in {NONPD_FIXES}, but found {nonpd_fix!r}")
         if not 0.0 < holdout_fraction < 1.0:
@@ -232,6 +294,10 @@ class DiscriminativeKalmanFilter:
         if self.auto and self.regressor_name_ is not None:
             name = f"auto -> {name}"
         extra = ", robust=True" if self.robust else ""
+        if self.outlier_prob is not None:
+            extra += f", outlier_prob={self.outlier_prob}"
+        if self.clip_inputs is not None:
+            extra += f", clip_inputs={self.clip_inputs}"
         return (
             f"DiscriminativeKalmanFilter(regressor={name!r}, "
             f"covariance={type(self.covariance).__name__}{extra})"
@@ -266,6 +332,10 @@ class DiscriminativeKalmanFilter:
 
     def _set_dynamics(self, A, Gamma, S) -> None:
         self.A, self.Gamma, self.S = A, Gamma, S
+        if self.outlier_prob is not None:
+            from scipy.stats import chi2
+
+            self.outlier_threshold_ = float(chi2.ppf(1.0 - self.outlier_prob, A.shape[-1]))
         self.S_inv = _spd_inverse(S)
         self._fires = self._fires.to(A.device)
         self.init_mean = torch.zeros(A.shape[-1], dtype=A.dtype, device=A.device)
@@ -275,6 +345,11 @@ class DiscriminativeKalmanFilter:
         """Learn dynamics, :math:`f` and :math:`Q` from observations ``X [T, n]``, states
         ``Z [T, d]``."""
         X, Z = check_training_pair(X, Z)
+        if self.clip_inputs is not None:
+            q = torch.tensor([self.clip_inputs, 1.0 - self.clip_inputs], dtype=X.dtype)
+            bounds = torch.quantile(X.cpu(), q, dim=0).to(X.device)
+            self.input_bounds_ = (bounds[0], bounds[1])
+            X = self._clip(X)
         with named_linalg_errors("the fitted stationary state covariance S"):
             self._set_dynamics(*fit_state_dynamics(Z))
         split = X.shape[0] - max(2, round(self.holdout_fraction * X.shape[0]))
@@ -304,13 +379,20 @@ class DiscriminativeKalmanFilter:
     def predict_measurement(self, X) -> tuple[torch.Tensor, torch.Tensor]:
         """:math:`f(x)` ``[..., d]`` and :math:`Q(x)` ``[..., d, d]`` (the unfiltered decoder)."""
         check_fitted(self, "A")
-        X = as_float_tensor(X, "X", self.A)
+        X = self._clip(as_float_tensor(X, "X", self.A))
         f, Q = self.regressor.predict(X), self.covariance.predict(X)
         if f.dtype != self.A.dtype or f.device != self.A.device:
             f = f.to(self.A)
         if Q.dtype != self.A.dtype or Q.device != self.A.device:
             Q = Q.to(self.A)
         return f, Q
+
+    def _clip(self, X: torch.Tensor) -> torch.Tensor:
+        """Winsorise ``X`` to the training bounds (NaN stays NaN); identity without them."""
+        if self.input_bounds_ is None:
+            return X
+        low, high = (b.to(X) for b in self.input_bounds_)
+        return torch.minimum(torch.maximum(X, low), high)  # both propagate NaN
 
     def update(
         self, prior: GaussianState, f, Q, observed=None
@@ -323,12 +405,19 @@ class DiscriminativeKalmanFilter:
         if observed is None:
             observed = torch.isfinite(f).all(-1) & torch.isfinite(Q).flatten(-2).all(-1)
         options = {"fix": self.nonpd_fix, "robust": self.robust, "clip_margin": self.clip_margin}
-        if bool(observed.all()):
-            return dkf_update(prior, f, Q, self.S, S_inv=self.S_inv, **options)
-        # placeholders where unobserved: f = 0, Q = S/2 keeps Q^-1 - S^-1 = S^-1 PD
-        f = torch.where(observed.unsqueeze(-1), f, torch.zeros_like(f))
-        Q = torch.where(observed[..., None, None], Q, 0.5 * self.S.expand_as(Q))
-        post, fired = dkf_update(prior, f, Q, self.S, S_inv=self.S_inv, **options)
+        options["outlier_threshold"] = self.outlier_threshold_
+        options["return_weight"] = True
+        all_observed = bool(observed.all())
+        if not all_observed:
+            # placeholders where unobserved: f = 0, Q = S/2 keeps Q^-1 - S^-1 = S^-1 PD
+            f = torch.where(observed.unsqueeze(-1), f, torch.zeros_like(f))
+            Q = torch.where(observed[..., None, None], Q, 0.5 * self.S.expand_as(Q))
+        post, fired, weight = dkf_update(prior, f, Q, self.S, S_inv=self.S_inv, **options)
+        if self.outlier_threshold_ is not None:
+            gated = ((weight < 1.0) & observed).sum()
+            self._gated = gated if self._gated is None else self._gated + gated
+        if all_observed:
+            return post, fired
         return mask_missing(observed, post, prior, fired)  # fired & observed
 
     def filter(self, X) -> tuple[torch.Tensor, torch.Tensor]:
@@ -345,6 +434,7 @@ class DiscriminativeKalmanFilter:
             observed = observed.new_ones(()).expand(X.shape[-2])
         state = expand_state(self.init_mean, self.init_cov, X.shape[:-2])
         means, covs, fires = [], [], torch.zeros((), dtype=torch.long, device=X.device)
+        self._gated = None
         with named_linalg_errors(_DKF_MATRICES):
             for t in range(X.shape[-2]):
                 prior = predict_linear(state, self.A, self.Gamma)
@@ -353,6 +443,7 @@ class DiscriminativeKalmanFilter:
                 covs.append(state.cov)
                 fires = fires + fired.sum()
         self._count(int(fires))
+        self.last_outlier_count_ = 0 if self._gated is None else int(self._gated)
         means, covs = torch.stack(means, -2), torch.stack(covs, -3)
         return check_finite_output(means, "filtered means and covariances", covs), covs
 
