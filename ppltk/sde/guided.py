@@ -37,7 +37,8 @@ import math
 
 import torch
 
-from ppltk.sde.markov_fbm import _psd_sqrt, ou_increment_covariance
+from ppltk.gaussian import psd_sqrt
+from ppltk.sde.markov_fbm import ou_increment_covariance
 from ppltk.sde.solvers import FractionalSDE, _coefficients, _exact_step
 
 __all__ = ["guided_rollout"]
@@ -47,7 +48,7 @@ def _bridge_terms(g, w, tau, like):
     cov = ou_increment_covariance(g, tau).to(like)
     decay = torch.exp(-g * tau)
     phi = torch.where(g > 0, -torch.expm1(-g * tau) / torch.where(g > 0, g, 1.0), tau)
-    return _psd_sqrt(cov).T, decay, w * (decay - 1), w @ cov @ w, cov @ w, phi, w @ phi
+    return psd_sqrt(cov).T, decay, w * (decay - 1), w @ cov @ w, cov @ w, phi, w @ phi
 
 
 def _bridge_step(sde, g, w, t, tau, x, y, y_obs, s2, u, gen, cache):

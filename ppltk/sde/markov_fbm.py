@@ -45,6 +45,7 @@ import torch
 
 from ppltk._rng import make_generator
 from ppltk.errors import ArgumentError
+from ppltk.gaussian import psd_sqrt
 from ppltk.sde._gamma import gammainc, scaled_gammaincc
 
 __all__ = [
@@ -349,12 +350,12 @@ class MarkovFBM:
         K = g.numel()
         if self.kind == "I":
             y = torch.randn(num_paths, K, generator=gen, dtype=torch.float64)
-            y = y @ _psd_sqrt(1.0 / _pair_sum(g)).T
+            y = y @ psd_sqrt(1.0 / _pair_sum(g)).T
         else:
             y = torch.zeros(num_paths, K, dtype=torch.float64)
         y0, states = y.clone(), [y]
         dts = torch.diff(ts)
-        roots = _psd_sqrt(ou_increment_covariance(g, dts[:, None, None]))  # one batched eigh
+        roots = psd_sqrt(ou_increment_covariance(g, dts[:, None, None]))  # one batched eigh
         for root, decay in zip(roots, torch.exp(-g * dts[:, None])):
             noise = torch.randn(num_paths, K, generator=gen, dtype=torch.float64) @ root.T
             y = decay * y + noise
@@ -368,9 +369,3 @@ class MarkovFBM:
             f"MarkovFBM(hurst={float(self.hurst.detach()):.4g}, num_processes={self.num_processes}, "
             f"horizon={self.horizon:g}, kind={self.kind!r}, normalisation={self.normalisation!r})"
         )
-
-
-def _psd_sqrt(cov: torch.Tensor) -> torch.Tensor:
-    """A square root ``L`` with ``L L^T = cov`` for PSD (possibly singular) matrices ``[..., K, K]``."""
-    evals, evecs = torch.linalg.eigh(cov)
-    return evecs * evals.clamp_min(0).sqrt().unsqueeze(-2)

@@ -33,10 +33,10 @@ from torch import nn
 
 from ppltk._rng import make_generator
 from ppltk.errors import ArgumentError, ShapeError
+from ppltk.gaussian import psd_sqrt
 from ppltk.sde.markov_fbm import (
     _check_options,
     _default_gammas,
-    _psd_sqrt,
     optimal_omega,
     ou_increment_covariance,
 )
@@ -127,7 +127,7 @@ class FractionalSDE(nn.Module):
         shape = (*batch_shape, g.numel())
         if self.kind == "II" or self.brownian:
             return torch.zeros(shape, dtype=like.dtype, device=like.device)
-        root = _psd_sqrt(1.0 / (g[:, None] + g[None, :]))
+        root = psd_sqrt(1.0 / (g[:, None] + g[None, :]))
         eps = torch.randn(shape, generator=generator, dtype=like.dtype, device=like.device)
         return eps @ root.T
 
@@ -303,7 +303,7 @@ def _exact_step(sde, co, t, h, x, y, control, tau, nxt, noise, gen, cache):
         gam = torch.cat([torch.zeros(1, dtype=g.dtype, device=g.device), g])
         phi = -torch.expm1(-g * h) / torch.where(g > 0, g, torch.ones_like(g))
         phi = torch.where(g > 0, phi, torch.full_like(g, h))
-        cache[key] = (_psd_sqrt(ou_increment_covariance(gam, h))[1:], torch.exp(-g * h), phi)
+        cache[key] = (psd_sqrt(ou_increment_covariance(gam, h))[1:], torch.exp(-g * h), phi)
     root, decay, phi = cache[key]
     u = _u(control, t, x, y, tau, nxt)
     eps = torch.randn((*x.shape, root.shape[1]), generator=gen, dtype=x.dtype, device=x.device)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from ppltk.gaussian import condition
+
 __all__ = ["kalman_filter", "rts_smoother"]
 
 
@@ -15,14 +17,8 @@ def kalman_filter(ssm, ys: torch.Tensor):
     for t, y in enumerate(ys.double()):
         if t > 0:
             m, P = A @ m, A @ P @ A.T + Q  # predict
-        S = C @ P @ C.T + R  # innovation covariance
-        L = torch.linalg.cholesky(S)
-        r = y - C @ m
-        logz = logz + torch.distributions.MultivariateNormal(
-            torch.zeros_like(r), scale_tril=L
-        ).log_prob(r)
-        K = torch.cholesky_solve(C @ P, L).T  # gain P C^T S^-1
-        m, P = m + K @ r, P - K @ S @ K.T
+        m, P, _, log_lik = condition(m, P, C, R, y)  # update, log N(y; Cm, S)
+        logz = logz + log_lik
         means.append(m)
         covs.append(P)
     return torch.stack(means), torch.stack(covs), float(logz)

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from ppltk.smc.ssm import _chol, gaussian_log_prob
+from ppltk.gaussian import cholesky_or_zero, log_prob, psd_sqrt
 
 __all__ = ["bootstrap", "GuideProposal", "LinearGaussianOptimalProposal"]
 
@@ -47,12 +47,6 @@ class GuideProposal:
         return state, ssm.log_observation(state, t, y) + log_f - log_q
 
 
-def _psd_sqrt(cov: torch.Tensor) -> torch.Tensor:
-    """Symmetric square root of a PSD matrix (allows singular posterior covariances)."""
-    evals, evecs = torch.linalg.eigh(0.5 * (cov + cov.mT))
-    return evecs * evals.clamp_min(0).sqrt().unsqueeze(-2)
-
-
 class LinearGaussianOptimalProposal:
     r"""Locally optimal proposal of a :class:`~ppltk.smc.LinearGaussianSSM`.
 
@@ -74,9 +68,9 @@ class LinearGaussianOptimalProposal:
     def _gain(self, P: torch.Tensor):
         C, R = self.ssm.C, self.ssm.R
         S = C @ P @ C.mT + R
-        LS = _chol(S)
+        LS = cholesky_or_zero(S)
         K = torch.cholesky_solve(C @ P, LS).mT
-        return K, LS, _psd_sqrt(P - K @ S @ K.mT)
+        return K, LS, psd_sqrt(P - K @ S @ K.mT)
 
     def __call__(self, ssm, prev, t, y, shape, generator):
         p = ssm._p
@@ -88,7 +82,7 @@ class LinearGaussianOptimalProposal:
         else:
             (K, LS, root), mean = self._step, ssm.mean_transition(prev)
         innov = y - (p(ssm.C) @ mean.unsqueeze(-1)).squeeze(-1)
-        log_g = gaussian_log_prob(innov, p(LS))
+        log_g = log_prob(innov, p(LS))
         post = mean + (p(K) @ innov.unsqueeze(-1)).squeeze(-1)
         eps = torch.randn(post.shape, dtype=post.dtype, device=post.device, generator=generator)
         return post + (p(root) @ eps.unsqueeze(-1)).squeeze(-1), log_g

@@ -19,11 +19,14 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from ppltk import gaussian
+from ppltk.gaussian import cholesky_or_zero
+from ppltk.smc.proposals import LinearGaussianOptimalProposal
+
 __all__ = [
     "StateSpaceModel",
     "LinearGaussianSSM",
     "StochasticVolatilitySSM",
-    "gaussian_log_prob",
 ]
 
 _LOG_2PI = math.log(2 * math.pi)
@@ -41,38 +44,6 @@ class StateSpaceModel(Protocol):
 
     def log_observation(self, state: Any, t: int, y: torch.Tensor) -> torch.Tensor:
         """:math:`\\log g_t(y_t \\mid X_t)`, shaped like the state's leading dims."""
-
-
-def gaussian_log_prob(residual: torch.Tensor, scale_tril: torch.Tensor) -> torch.Tensor:
-    r""":math:`\log N(r; 0, L L^\top)` by a triangular solve; broadcasts batch dims.
-
-    A zero-variance (singular) ``scale_tril`` gives :math:`-\infty` off the support
-    (:math:`r \ne 0`), and :math:`+\infty` exactly on it (a point mass has no density).
-    """
-    diag = torch.diagonal(scale_tril, dim1=-2, dim2=-1)
-    if bool((diag == 0).any()):
-        hit = (residual == 0).all(-1)
-        return torch.where(hit, math.inf, -math.inf).to(residual.dtype)
-    m = residual.shape[-1]
-    if scale_tril.shape == (1, 1):  # scalar observation: a division, no solve
-        maha = (residual[..., 0] / scale_tril[0, 0]).square()
-        return -0.5 * (maha + _LOG_2PI) - diag.abs().log().sum(-1)
-    if scale_tril.ndim == 2:
-        white = torch.linalg.solve_triangular(scale_tril, residual.reshape(-1, m).mT, upper=False)
-        maha = white.square().sum(0).reshape(residual.shape[:-1])
-        return -0.5 * (maha + m * _LOG_2PI) - diag.abs().log().sum(-1)
-    batch = torch.broadcast_shapes(residual.shape[:-1], scale_tril.shape[:-2])
-    res = residual.expand(batch + residual.shape[-1:]).unsqueeze(-1)
-    tril = scale_tril.expand(batch + scale_tril.shape[-2:])
-    white = torch.linalg.solve_triangular(tril, res, upper=False).squeeze(-1)
-    return -0.5 * (white.square().sum(-1) + m * _LOG_2PI) - diag.abs().log().sum(-1)
-
-
-def _chol(cov: torch.Tensor) -> torch.Tensor:
-    """Cholesky factor; a zero matrix (a noise-free component) gives a zero factor."""
-    if bool((cov == 0).all()):
-        return torch.zeros_like(cov)
-    return torch.linalg.cholesky(cov)
 
 
 def _simulate(ssm, num_steps: int, generator: torch.Generator, observe):
@@ -98,7 +69,7 @@ class LinearGaussianSSM:
 
     def __init__(self, A, C, Q, R, m0, P0) -> None:
         self.A, self.C, self.Q, self.R, self.m0, self.P0 = A, C, Q, R, m0, P0
-        self.LQ, self.LR, self.L0 = _chol(Q), _chol(R), _chol(P0)
+        self.LQ, self.LR, self.L0 = cholesky_or_zero(Q), cholesky_or_zero(R), cholesky_or_zero(P0)
 
     @property
     def state_dim(self) -> int:
@@ -137,20 +108,18 @@ class LinearGaussianSSM:
 
     def log_observation(self, state, t, y):
         tril = self.LR if self.LR.ndim == 2 else self._p(self.LR)
-        return gaussian_log_prob(y - self._apply(self.C, state), tril)
+        return gaussian.log_prob(y - self._apply(self.C, state), tril)
 
     def log_transition(self, prev, state, t):
         """:math:`\\log f(x_t \\mid x_{t-1})` broadcasting ``prev`` against ``state`` (unbatched)."""
-        return gaussian_log_prob(state - (prev @ self.A.mT), self.LQ)
+        return gaussian.log_prob(state - (prev @ self.A.mT), self.LQ)
 
     def log_init(self, state):
         """:math:`\\log M_0(x_0)`."""
-        return gaussian_log_prob(state - self.m0.unsqueeze(-2), self._p(self.L0))
+        return gaussian.log_prob(state - self.m0.unsqueeze(-2), self._p(self.L0))
 
     def optimal_proposal(self):
         """The locally optimal proposal :math:`p(x_t \\mid x_{t-1}, y_t)` (see proposals)."""
-        from ppltk.smc.proposals import LinearGaussianOptimalProposal
-
         return LinearGaussianOptimalProposal(self)
 
     def simulate(self, num_steps: int, generator: torch.Generator):
