@@ -54,13 +54,23 @@ class Guide:
         pyro.sample("x", dist.Normal(0.9 * state["x"], 1.0))
 
 
+PYRO_FAILURES = {"count": 0}
+
+
 def run_pyro(ys, n):
-    pyro.set_rng_seed(0)
-    f = SMCFilter(Model(), Guide(), num_particles=n, max_plate_nesting=0)
-    f.init()
-    for y in ys:
-        f.step(y)
-    return None
+    """SMCFilter; its float32 systematic resampling can index past the end at large N
+    (IndexError): such runs are counted and retried with the next seed."""
+    for seed in range(10):
+        pyro.set_rng_seed(seed)
+        f = SMCFilter(Model(), Guide(), num_particles=n, max_plate_nesting=0)
+        f.init()
+        try:
+            for y in ys:
+                f.step(y)
+            return None
+        except IndexError:
+            PYRO_FAILURES["count"] += 1
+    raise RuntimeError("SMCFilter failed on 10 seeds")
 
 
 def run_ppltk_tensor(ys, n):
@@ -246,6 +256,12 @@ def to_markdown(rows, scaling, facts) -> str:
         ]
     lines.append("")
     lines.append("ratio > 1: ppltk is faster (and also returns the log-evidence).")
+    if PYRO_FAILURES["count"]:
+        lines.append(
+            f"SMCFilter raised IndexError (systematic resampling past the last particle) in "
+            f"{PYRO_FAILURES['count']} run(s); those were retried with another seed and their "
+            "time is included."
+        )
     return "\n".join(lines) + "\n"
 
 
