@@ -20,6 +20,7 @@ from ppltk.causal.comb import (
 )
 from ppltk.causal.counterfactual import (
     counterfactual,
+    counterfactual_from_model,
     pns_bounds,
     response_function_scm,
     twin_network,
@@ -79,6 +80,7 @@ __all__ = [
     "effect_posterior",
     "credible_interval",
     "counterfactual",
+    "counterfactual_from_model",
     "twin_network",
     "response_function_scm",
     "pns_bounds",

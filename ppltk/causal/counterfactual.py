@@ -35,6 +35,7 @@ from ppltk.errors import ArgumentError, ModelStructureError
 __all__ = [
     "twin_network",
     "counterfactual",
+    "counterfactual_from_model",
     "response_function_scm",
     "pns_bounds",
 ]
@@ -256,3 +257,67 @@ def pns_bounds(
             min(1.0, (1.0 - p_y_do_xp - p_xpyp) / p_xy),
         )
     return out
+
+
+def _index(supports: Mapping[str, torch.Tensor], var: str, value, what: str):
+    """The support index of ``value`` (ints, tensors of values, or probability vectors)."""
+    support = supports[var]
+    if torch.is_tensor(value) and value.is_floating_point() and value.ndim >= 1:
+        if value.shape[-1] == len(support) and not torch.equal(value, value.round()):
+            return value  # a probability vector / likelihood over the support
+    v = torch.as_tensor(value, dtype=support.dtype)
+    hit = v.unsqueeze(-1) == support
+    if not bool(hit.any(-1).all()):
+        raise ArgumentError(
+            f"Expected {what} in the support {support.tolist()} of {var!r}, but found {value!r}"
+        )
+    out = hit.to(torch.long).argmax(-1)
+    return int(out) if out.ndim == 0 else out
+
+
+def counterfactual_from_model(
+    model,
+    exogenous: Iterable[str],
+    worlds: Sequence[Mapping[str, object]],
+    query: Sequence[tuple[str, int]],
+    evidence: Mapping[tuple[str, int], object] | None = None,
+    model_args: tuple = (),
+    model_kwargs: dict | None = None,
+) -> torch.Tensor:
+    """:func:`counterfactual` for a discrete, plate-free Pyro SCM (values in site supports).
+
+    Exogenous sites are the noise; every other site must be deterministic given its parents
+    (e.g. ``Categorical`` with one-hot probabilities).  The tables are read by enumeration
+    (:func:`ppltk.causal.model_to_cpts`); interventions and evidence are given as values of
+    the sites' supports; the answer's axes index those supports.
+    """
+    from ppltk.causal.pyro_bridge import model_to_cpts
+
+    dm = model_to_cpts(model, *model_args, **(model_kwargs or {}))
+    sup = dm.supports
+    if isinstance(worlds, Mapping) or not isinstance(worlds, Sequence):
+        raise ArgumentError(f"Expected `worlds` to be a list of intervention dicts, got {worlds!r}")
+    for w in worlds:
+        unknown = [v for v in w if v not in sup] if isinstance(w, Mapping) else []
+        if unknown:
+            raise ArgumentError(f"Expected sites of the model in `worlds`, but found {unknown}")
+    worlds = [
+        {v: _index(sup, v, val, f"worlds[{k}][{v!r}]") for v, val in w.items()}
+        if isinstance(w, Mapping)
+        else w
+        for k, w in enumerate(worlds)
+    ]
+    ev = {}
+    for key, val in dict(evidence or {}).items():
+        var = key[0] if isinstance(key, tuple) and key else key
+        if var not in sup:
+            raise ArgumentError(f"Expected sites of the model in `evidence`, but found {var!r}")
+        ev[key] = _index(sup, var, val, f"evidence[{key!r}]")
+    exo = set(check_exogenous(exogenous))
+    cpts = {}
+    for v, (parents, t) in dm.cpts.items():
+        tol = 16 * torch.finfo(t.dtype).eps  # Pyro clamps one-hot probabilities to [eps, 1-eps]
+        if v not in exo and bool(((t <= tol) | (t >= 1 - tol)).all()):
+            t = (t > 0.5).to(t.dtype)
+        cpts[v] = (parents, t)
+    return counterfactual(dm.graph, cpts, exo, worlds, query, ev)

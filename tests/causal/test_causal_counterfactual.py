@@ -11,6 +11,8 @@ and the effect of treatment on the treated on the front-door graph,
 import itertools
 
 import networkx as nx
+import pyro
+import pyro.distributions as dist
 import pytest
 import torch
 from _causal_helpers import brute
@@ -18,6 +20,7 @@ from _causal_helpers import brute
 from ppltk.causal import interventional
 from ppltk.causal.counterfactual import (
     counterfactual,
+    counterfactual_from_model,
     pns_bounds,
     response_function_scm,
     twin_network,
@@ -217,3 +220,25 @@ def test_causal_counterfactual_errors():
         counterfactual(g2, cpts2, exo, [{"U_X": 0}], [("Y", 0)])
     with pytest.raises(ModelStructureError, match="roots"):
         counterfactual(g2, cpts2, {"X"}, [{}], [("Y", 0)])
+
+
+def test_causal_counterfactual_of_a_pyro_scm_matches_enumeration():
+    g, cpts, exo = _confounded_xy(3)
+    ex_p = float(cpts["EX"][1][1])
+
+    def scm():
+        c = pyro.sample("C", dist.Categorical(probs=cpts["C"][1]))
+        ex = pyro.sample("EX", dist.Bernoulli(torch.tensor(ex_p, dtype=torch.float64)))
+        ey = pyro.sample("EY", dist.Categorical(probs=cpts["EY"][1]))
+        x = pyro.sample("X", dist.Categorical(probs=cpts["X"][1][c, ex.long()]))
+        return pyro.sample("Y", dist.Categorical(probs=cpts["Y"][1][c, ey, x]))
+
+    worlds, query = [{}, {"X": 0}], [("Y", 1), ("X", 1)]
+    for ev in ({("X", 0): 1, ("Y", 0): 1}, {("Y", 0): 0}, {("EX", 0): 1.0}):
+        want = enumerate_cf(g, cpts, exo, worlds, query, {k: int(v) for k, v in ev.items()})
+        got = counterfactual_from_model(scm, exo, worlds, query, ev)
+        assert torch.allclose(got, want, atol=1e-12), ev
+    with pytest.raises(ArgumentError, match="support"):
+        counterfactual_from_model(scm, exo, [{}, {"X": 5}], query)
+    with pytest.raises(ArgumentError, match="sites of the model"):
+        counterfactual_from_model(scm, exo, [{}, {"Q": 0}], query)
