@@ -113,8 +113,12 @@ def stationary_covariance(A: torch.Tensor, Gamma: torch.Tensor) -> torch.Tensor:
     return 0.5 * (S + S.mT)
 
 
-def fit_linear_observation(X, Z) -> LinearObservation:
+def fit_linear_observation(X, Z, offset: bool = True) -> LinearObservation:
     r"""Fit :math:`x = H z + b + \varepsilon` by least squares on paired rows.
+
+    ``offset=False`` fixes :math:`b = 0` (regression through the origin, the textbook
+    neural-decoding KF of Wu et al. 2006 on centred data; :math:`R` then has
+    :math:`T - d` degrees of freedom).
 
     .. math::
         [\hat H, \hat b] = \arg\min \sum_t \lVert x_t - H z_t - b \rVert^2, \qquad
@@ -128,10 +132,13 @@ def fit_linear_observation(X, Z) -> LinearObservation:
         States ``[T, d]``.
     """
     X, Z = check_training_pair(X, Z)
-    design = torch.cat([Z, torch.ones_like(Z[:, :1])], dim=-1)
-    coef = torch.linalg.lstsq(design, X).solution  # [d + 1, m]
-    H, b = coef[:-1].mT, coef[-1]
-    R = _residual_cov(X - design @ coef, Z.shape[-1] + 1)
+    design = torch.cat([Z, torch.ones_like(Z[:, :1])], dim=-1) if offset else Z
+    coef = torch.linalg.lstsq(design, X).solution  # [d (+ 1), m]
+    if offset:
+        H, b = coef[:-1].mT, coef[-1]
+    else:
+        H, b = coef.mT, torch.zeros(X.shape[-1], dtype=X.dtype, device=X.device)
+    R = _residual_cov(X - design @ coef, design.shape[-1])
     return LinearObservation(H, b, R)
 
 

@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 import torch
 
+from ppltk.errors import ArgumentError
 from ppltk.filtering._checks import (
     as_float_tensor,
     check_covariance,
@@ -163,11 +164,39 @@ class KalmanFilter:
         check_fitted(self, "A")
         return self.H.shape[-2]
 
-    def fit(self, X, Z) -> KalmanFilter:
-        """Least-squares fit of every parameter from ``X [T, m]`` and states ``Z [T, d]``."""
+    def fit(self, X, Z, *, offset: bool = True, init_cov: str = "stationary") -> KalmanFilter:
+        r"""Least-squares fit of every parameter from ``X [T, m]`` and states ``Z [T, d]``.
+
+        What it fits, and how that differs from a "textbook" least-squares decoding KF
+        (Wu et al., 2006) that starts at a zero mean:
+
+        * the observation model has an offset, :math:`x = Hz + b + arepsilon`
+          (``offset=True``); the textbook model :math:`x = Hz + arepsilon` (``offset=False``)
+          assumes inputs centred beforehand. With inputs centred on *all* the data (say
+          principal components computed before the train/test split), the model without
+          offset effectively uses the test-period mean of ``X``, which the offset fitted on
+          training rows cannot; with a drift in baseline rates between the periods that
+          alone separates the two. On stationary data the two agree to
+          :math:`O(1/\sqrt{T})`;
+        * the dynamics :math:`z_t = A z_{t-1} + \eta_t` have no offset, so the state is
+          taken to have mean zero (true for velocities; centre ``Z`` otherwise);
+        * :math:`\Gamma` and :math:`R` divide by the residual degrees of freedom
+          (:math:`T - 1 - d`, :math:`T - d - 1`), not by :math:`T`;
+        * :math:`z_0 \sim N(0, S)` with :math:`S = ASA^	op + \Gamma` stationary
+          (``init_cov="stationary"``), i.e. the first update treats the state as a draw
+          from the stationary distribution; ``init_cov="zero"`` starts at exactly
+          :math:`z_0 = 0` (a zero covariance, as a filter started at rest). Either way the
+          initial belief is forgotten within a few time constants of :math:`A`, so it
+          changes the nRMSE of a 1,000-bin test by well under 0.01.
+        """
+        if init_cov not in ("stationary", "zero"):
+            raise ArgumentError(
+                f"Expected `init_cov` 'stationary' or 'zero', but found {init_cov!r}"
+            )
         dyn = fit_state_dynamics(Z)
-        obs = fit_linear_observation(X, Z)
-        self._set_parameters(dyn.A, dyn.Gamma, obs.H, obs.R, obs.b, None, dyn.S)
+        obs = fit_linear_observation(X, Z, offset=offset)
+        P0 = dyn.S if init_cov == "stationary" else torch.zeros_like(dyn.S)
+        self._set_parameters(dyn.A, dyn.Gamma, obs.H, obs.R, obs.b, None, P0)
         return self
 
     def init_state(

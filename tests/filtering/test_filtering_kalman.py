@@ -15,8 +15,8 @@ from _filtering_helpers import (
 )
 from filterpy.kalman import KalmanFilter as FilterpyKF
 
-from ppltk.errors import NotFittedError, ShapeError
-from ppltk.filtering import KalmanFilter
+from ppltk.errors import ArgumentError, NotFittedError, ShapeError
+from ppltk.filtering import KalmanFilter, normalised_rmse
 
 
 def make_kf(model: dict) -> KalmanFilter:
@@ -196,3 +196,34 @@ def test_online_step_equals_filter():
     online = [kf.step(X[:, t]) for t in range(12)]
     torch.testing.assert_close(torch.stack([s.mean for s in online], 1), means, atol=1e-12, rtol=0)
     torch.testing.assert_close(torch.stack([s.cov for s in online], 1), covs, atol=1e-12, rtol=0)
+
+
+def test_fit_without_offset_and_zero_init_is_the_textbook_least_squares_kf():
+    """``fit(offset=False, init_cov="zero")`` is the textbook decoding KF (Wu et al. 2006):
+    least squares through the origin, z_0 = 0 exactly; checked against numpy."""
+    rng = np.random.default_rng(11)
+    model = random_model(rng, 2, 6)
+    model["b"] = np.zeros(6)
+    X, Z = simulate(rng, model, 800)
+    kf = KalmanFilter().fit(torch.as_tensor(X), torch.as_tensor(Z), offset=False, init_cov="zero")
+    prev, nxt = Z[:-1], Z[1:]
+    A = np.linalg.lstsq(prev, nxt, rcond=None)[0].T
+    G = (nxt - prev @ A.T).T @ (nxt - prev @ A.T) / (len(prev) - 2)
+    H = np.linalg.lstsq(Z, X, rcond=None)[0].T
+    R = (X - Z @ H.T).T @ (X - Z @ H.T) / (len(Z) - 2)
+    ref = {"A": A, "Gamma": G, "H": H, "R": R, "b": np.zeros(6), "m0": np.zeros(2)}
+    ref["P0"] = np.zeros((2, 2))
+    means, _, _ = reference_kalman(ref, X)
+    np.testing.assert_allclose(kf.filter(torch.as_tensor(X))[0].numpy(), means, atol=1e-8)
+    # the default (offset, stationary start) differs only slightly on stationary data
+    default = KalmanFilter().fit(torch.as_tensor(X[:600]), torch.as_tensor(Z[:600]))
+    textbook = KalmanFilter().fit(
+        torch.as_tensor(X[:600]), torch.as_tensor(Z[:600]), offset=False, init_cov="zero"
+    )
+    errs = [
+        float(normalised_rmse(k.filter(torch.as_tensor(X[600:]))[0], torch.as_tensor(Z[600:])))
+        for k in (default, textbook)
+    ]
+    assert abs(errs[0] - errs[1]) < 0.01
+    with pytest.raises(ArgumentError, match="init_cov"):
+        KalmanFilter().fit(torch.as_tensor(X), torch.as_tensor(Z), init_cov="identity")
