@@ -9,7 +9,8 @@ update) and has ``filter(X) -> (means [..., T, d], covs [..., T, d, d])`` and an
     from ppltk.filtering import DiscriminativeKalmanFilter, normalised_rmse
 
     X, Z = simulate_neural_decoding(100, 5000, bin_ms=20.0, seed=0, tuning="exponential")
-    dkf = DiscriminativeKalmanFilter("nw", "constant").fit(X[:4000], Z[:4000])
+    dkf = DiscriminativeKalmanFilter().fit(X[:4000], Z[:4000])  # regressor="auto"
+    print(dkf)  # which regressor "auto" chose
     means, covs = dkf.filter(X[4000:])
     print(normalised_rmse(means, Z[4000:]))
 """
@@ -34,7 +35,7 @@ from ppltk.filtering.fit import (
 from ppltk.filtering.kalman import KalmanFilter, KalmanOutput, kalman_update
 from ppltk.filtering.metrics import mean_angle_error, normalised_rmse
 from ppltk.filtering.nonlinear import ExtendedKalmanFilter, UnscentedKalmanFilter
-from ppltk.filtering.pipeline import DecodingTable, decoding_pipeline
+from ppltk.filtering.pipeline import DecodingTable, decoding_pipeline, load_decoding_data
 from ppltk.filtering.plotting import plot_decoded
 from ppltk.filtering.regressors import (
     GPRegressor,
@@ -63,6 +64,7 @@ __all__ = [
     "PoissonObservation",
     "DecodingTable",
     "decoding_pipeline",
+    "load_decoding_data",
     "fit_poisson_observation",
     "mean_angle_error",
     "normalised_rmse",
