@@ -51,14 +51,15 @@ def test_protocl_without_encoder_builds_default_lazily():
     torch.testing.assert_close(proba.sum(-1), torch.ones(50, dtype=torch.float64))
     acc = (learner.predict(tasks[1][2]) == tasks[1][3]).double().mean()
     assert acc > 0.7  # two well-separated blob pairs; chance among 4 classes is 0.25
-    # same seed, same learner; another seed, other weights
+    # same seed, same learner; another seed, other initial weights
     again = ProtoCL(seed=0)
-    other = ProtoCL(seed=1)
     for X, y, _, _ in tasks:
         again.observe(X, y)
-        other.observe(X, y)
     assert torch.equal(again.predict_proba(tasks[0][2]), proba)
-    assert not torch.equal(other.encoder.net[0].weight, enc.net[0].weight)
+    first, other = ProtoCL(seed=0, num_steps=0), ProtoCL(seed=1, num_steps=0)
+    first.observe(*tasks[0][:2])
+    other.observe(*tasks[0][:2])
+    assert not torch.equal(other.encoder.net[0].weight, first.encoder.net[0].weight)
 
 
 def test_default_encoder_width_follows_first_task_and_errors():
