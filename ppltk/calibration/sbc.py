@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ppltk._methods import get_method, lookup
 from ppltk._rng import child_seed, make_generator
 from ppltk.calibration.ranks import rank_statistics, scalar_names, uniformity_pvalue
 from ppltk.calibration.simulate import condition_on, simulate_prior
@@ -31,8 +32,6 @@ from ppltk.errors import ArgumentError, DivergenceWarning
 from ppltk.results import Result
 
 __all__ = ["SBCResult", "sbc", "SBCReplications"]
-
-_MCMC_METHODS = ("nuts", "hmc", "mh")
 
 
 @dataclass
@@ -149,16 +148,14 @@ class SBCReplications:
         if callable(self.method):
             model = functools.partial(self.model, **self.kwargs) if self.kwargs else self.model
             return self.method(model, self.args, data, seed)
-        from ppltk.mcmc import sample
-
-        opts = dict(self.method_kwargs)
+        sample, fixed = get_method(self.method, "mcmc")
+        opts = {**fixed, **self.method_kwargs}
         chains = opts.pop("num_chains", 1)
         opts.setdefault("num_samples", math.ceil(self.num_draws * self.thin / chains))
         model = condition_on(self.model, data, self.kwargs)
         return sample(
             model,
             *self.args,
-            kernel=self.method,
             num_chains=chains,
             seed=seed,
             progress=False,
@@ -313,10 +310,8 @@ def _collect(
 
 
 def _check_sbc_args(method: Any, num_simulations: int, num_draws: int, thin: int, per_unit: int):
-    if isinstance(method, str) and method not in _MCMC_METHODS:
-        raise ArgumentError(
-            f"Expected `method` to be one of {_MCMC_METHODS} or a callable, but found {method!r}"
-        )
+    if isinstance(method, str):
+        lookup(method, "mcmc")  # a named error for an unknown name
     if not isinstance(method, str) and not callable(method):
         raise ArgumentError(f"Expected `method` to be a str or callable, but found {method!r}")
     for name, value, low in (

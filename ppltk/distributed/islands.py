@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from scipy.special import logsumexp
 
+from ppltk._methods import get_method, lookup
 from ppltk.distributed.merge import merge_results
 from ppltk.distributed.seeds import root_seed, unit_seeds
 from ppltk.distributed.units import map_units
@@ -17,8 +18,6 @@ from ppltk.errors import ArgumentError
 from ppltk.results import Result
 
 __all__ = ["smc_islands"]
-
-_SMC_METHODS = {"tempered": "tempered_smc", "tempered_smc": "tempered_smc", "smc": "smc"}
 
 
 @dataclass(frozen=True)
@@ -34,10 +33,10 @@ class Island:
     def run(self) -> Result:
         fn = self.method
         if isinstance(fn, str):
-            import ppltk.smc
-
-            fn = getattr(ppltk.smc, _SMC_METHODS[fn])
-            result = fn(self.model, *self.args, seed=self.seed, progress=False, **self.kwargs)
+            fn, fixed = get_method(fn, "smc")
+            result = fn(
+                self.model, *self.args, seed=self.seed, progress=False, **fixed, **self.kwargs
+            )
         else:
             result = fn(self.model, *self.args, seed=self.seed, **self.kwargs)
         if not isinstance(result, Result) or result.log_evidence is None:
@@ -99,11 +98,8 @@ def smc_islands(
     """
     if isinstance(num_islands, bool) or not isinstance(num_islands, int) or num_islands < 1:
         raise ArgumentError(f"Expected `num_islands` to be an int >= 1, but found {num_islands!r}")
-    if isinstance(method, str) and method not in _SMC_METHODS:
-        raise ArgumentError(
-            f"Expected `method` to be one of {sorted(_SMC_METHODS)} or a callable, but found "
-            f"{method!r}"
-        )
+    if isinstance(method, str):
+        lookup(method, "smc")  # a named error for an unknown name, before any work
     root = root_seed(seed)
     seeds = unit_seeds(root, num_islands)
     units = [Island(model, tuple(model_args), dict(kwargs), method, s) for s in seeds]
