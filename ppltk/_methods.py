@@ -33,9 +33,14 @@ _ALIASES: dict[str, str] = {}
 
 
 def register_method(name: str, module: str, function: str, family: str, **fixed) -> None:
-    """Make ``module.function`` reachable as ``name`` (with keyword arguments ``fixed``)."""
-    if family not in ("mcmc", "smc"):
-        raise ArgumentError(f"Expected `family` 'mcmc' or 'smc', but found {family!r}")
+    """Make ``module.function`` reachable as ``name`` (with keyword arguments ``fixed``).
+
+    Families ``"mcmc"`` and ``"smc"`` are inference methods; ``"runner"`` entries are how a
+    lower layer reaches an orchestration one by name (e.g. ``ppltk.mcmc.sample(executor=...)``
+    hands its chains to ``ppltk.distributed``) without importing it.
+    """
+    if family not in ("mcmc", "smc", "runner"):
+        raise ArgumentError(f"Expected `family` 'mcmc', 'smc' or 'runner', but found {family!r}")
     _REGISTRY[name] = Method(module, function, family, dict(fixed))
 
 
@@ -43,12 +48,15 @@ for _kernel in ("nuts", "hmc", "mh"):
     register_method(_kernel, "ppltk.mcmc", "sample", "mcmc", kernel=_kernel)
 register_method("smc", "ppltk.smc", "smc", "smc")
 register_method("tempered_smc", "ppltk.smc", "tempered_smc", "smc")
+register_method("distributed_chains", "ppltk.distributed", "sample_chains", "runner")
 _ALIASES["tempered"] = "tempered_smc"
 
 
 def method_names(family: str | None = None) -> list[str]:
-    """Registered names (of one ``family`` when given), without aliases."""
-    return sorted(n for n, m in _REGISTRY.items() if family is None or m.family == family)
+    """Registered inference methods (of one ``family`` when given), without aliases."""
+    if family is None:
+        return sorted(n for n, m in _REGISTRY.items() if m.family != "runner")
+    return sorted(n for n, m in _REGISTRY.items() if m.family == family)
 
 
 MCMC_METHODS = tuple(method_names("mcmc"))

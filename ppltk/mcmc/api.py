@@ -6,6 +6,7 @@ import os
 
 import torch
 
+from ppltk._methods import get_method
 from ppltk._rng import make_generator
 from ppltk.errors import ArgumentError
 from ppltk.mcmc._base import Kernel
@@ -113,7 +114,7 @@ def sample(
             raise ArgumentError(
                 "`checkpoint` cannot be combined with `executor` or `chains_per_unit`"
             )
-        from ppltk.distributed import sample_chains
+        sample_chains, _ = get_method("distributed_chains", "runner")  # no upward import
 
         if not restart_stuck:  # passed on only when not the default
             model_kwargs = {**model_kwargs, "restart_stuck": False}
