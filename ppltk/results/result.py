@@ -176,7 +176,10 @@ class Result:
         return cls(draws, stats, log_evidence, observed, method, attrs)
 
     def __repr__(self) -> str:
-        sites = ", ".join(f"{k}{list(v.shape[2:])}" for k, v in self.draws.items())
+        parts = [f"{k}{list(v.shape[2:])}" for k, v in self.draws.items()]
+        if len(parts) > 8:  # e.g. one site per time step: the first and last few
+            parts = parts[:4] + [f"... ({len(parts)} sites)"] + parts[-2:]
+        sites = ", ".join(parts)
         ev = "" if self.log_evidence is None else f", log_evidence={self.log_evidence:.4f}"
         return (
             f"Result(method={self.method!r}, chains={self.num_chains}, draws={self.num_draws}, "
