@@ -9,6 +9,12 @@ Writes ``benchmarks/results/filtering.json`` and ``.md``.
   fitted by least squares) and UKF (Poisson-GLM observation) predict+update.
 * Throughput (stream-steps per second) of filtering 1,000 streams batched against a loop
   over streams, for the KF, the DKF recursion given f and Q, and the full DKF.
+* Decoding accuracy (5,000 training / 1,000 test bins, 2-D velocity): nRMSE of the KF and
+  the DKF with each regressor (NW, MLP, GP) and with ``regressor="auto"``, with fit time
+  (thread CPU seconds) and online step latency (median / p99, wall and thread CPU), on the
+  project simulator (exponentiated cosine tuning) and on a simulator of another family
+  (von Mises direction tuning with a speed gain), each as 100 raw spike counts and as their
+  10 leading principal components (the shape of the Flint et al. data).
 """
 
 from __future__ import annotations
@@ -28,12 +34,13 @@ from filterpy.kalman import KalmanFilter as FilterpyKF
 from filterpy.kalman import MerweScaledSigmaPoints
 from filterpy.kalman import UnscentedKalmanFilter as FilterpyUKF
 
-from ppltk.datasets import simulate_neural_decoding
+from ppltk.datasets import simulate_neural_decoding, simulate_vonmises_neurons
 from ppltk.filtering import (
     DiscriminativeKalmanFilter,
     KalmanFilter,
     fit_poisson_observation,
     fit_state_dynamics,
+    normalised_rmse,
 )
 from ppltk.filtering._gaussian import GaussianState, predict_linear
 
@@ -151,6 +158,56 @@ def cuda_throughput(streams: int = 100_000, T: int = 50) -> dict:
     }
 
 
+def _principal_components(X: torch.Tensor, k: int, n_train: int) -> torch.Tensor:
+    """Standardised inputs projected on their ``k`` leading training principal components."""
+    mean, std = X[:n_train].mean(0), X[:n_train].std(0).clamp_min(1e-9)
+    Xs = (X - mean) / std
+    return Xs @ torch.linalg.svd(Xs[:n_train], full_matrices=False)[2][:k].mT
+
+
+def accuracy(quick: bool) -> dict:
+    """nRMSE, fit time and step latency of KF and DKF variants on two simulator families."""
+    n_train, n_test = (2000, 500) if quick else (5000, 1000)
+    T = n_train + n_test
+    sims = {
+        "project (exp. cosine), 100 counts": simulate_neural_decoding(
+            100, T, 20.0, seed=0, tuning="exponential"
+        ),
+        "von Mises + speed gain, 100 counts": simulate_vonmises_neurons(100, T, 20.0, seed=0),
+    }
+    for name in list(sims):
+        X, Z = sims[name]
+        sims[name.replace("100 counts", "10 PCs")] = (_principal_components(X, 10, n_train), Z)
+    methods = {
+        "KF": lambda: KalmanFilter(),
+        "DKF-NW": lambda: DiscriminativeKalmanFilter("nw", warn=False),
+        "DKF-MLP": lambda: DiscriminativeKalmanFilter("mlp", warn=False),
+        "DKF-GP": lambda: DiscriminativeKalmanFilter("gp", warn=False),
+        "DKF-auto": lambda: DiscriminativeKalmanFilter(warn=False),
+    }
+    out = {}
+    for sim, (X, Z) in sims.items():
+        X_tr, Z_tr, X_te, Z_te = X[:n_train], Z[:n_train], X[n_train:], Z[n_train:]
+        rows = {}
+        for name, make in methods.items():
+            model = make()
+            start_cpu, start = time.thread_time(), time.perf_counter()
+            model.fit(X_tr, Z_tr)
+            fit_cpu, fit_wall = time.thread_time() - start_cpu, time.perf_counter() - start
+            means, _ = model.filter(X_te)
+            lat = latency(ppltk_step(model), X_te[: 300 if quick else 1000])
+            rows[name] = {
+                "nrmse": float(normalised_rmse(means, Z_te)),
+                "fit_cpu_s": fit_cpu,
+                "fit_wall_s": fit_wall,
+                "step": lat,
+                "choice": getattr(model, "regressor_name_", None) if name == "DKF-auto" else None,
+            }
+            print(f"{sim} {name}: nRMSE {rows[name]['nrmse']:.3f}", flush=True)
+        out[sim] = rows
+    return {"train": n_train, "test": n_test, "results": out}
+
+
 def main(quick: bool) -> dict:
     n_train = 6250  # 80 % (5,000 rows) train NW's f, 20 % the residuals for Q
     n_steps = 300 if quick else 1050
@@ -195,6 +252,7 @@ def main(quick: bool) -> dict:
         tp[name] = {"batched_steps_per_s": b, "loop_steps_per_s": loop, "ratio": b / loop}
     cuda = cuda_throughput() if torch.cuda.is_available() else None
     return {
+        "accuracy": accuracy(quick),
         "cuda": cuda,
         "machine": {
             "platform": platform.platform(),
@@ -249,6 +307,34 @@ def markdown(res: dict) -> str:
         for name, r in res["throughput"].items()
     ]
     lines += _table([shape, "batched steps/s", "loop steps/s", "ratio"], rows)
+    acc = res.get("accuracy")
+    if acc:
+        lines += [
+            "",
+            f"Decoding accuracy, {acc['train']:,} training / {acc['test']:,} test bins "
+            "(nRMSE, lower is better; fit = thread CPU s; step = online update incl. f(x), "
+            "Q(x), ms)",
+            "",
+        ]
+        header = ["data", "method", "nRMSE", "fit CPU s", "step median ms", "step p99 ms"]
+        header += ["step CPU p99 ms", "auto chose"]
+        rows = []
+        for sim, methods in acc["results"].items():
+            for name, r in methods.items():
+                st = r["step"]
+                rows.append(
+                    [
+                        sim,
+                        name,
+                        f"{r['nrmse']:.3f}",
+                        f"{r['fit_cpu_s']:.2f}",
+                        f"{st['median_ms']:.3f}",
+                        f"{st['p99_ms']:.3f}",
+                        f"{st['cpu_p99_ms']:.3f}",
+                        r["choice"] or "",
+                    ]
+                )
+        lines += _table(header, rows)
     if res.get("cuda"):
         cuda = res["cuda"]
         title = f"CUDA ({cuda['device']}), {cuda['streams']} streams x {cuda['steps']} steps"

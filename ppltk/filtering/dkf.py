@@ -227,9 +227,9 @@ class DiscriminativeKalmanFilter:
         measurement precision is :math:`Q^{-1}` and never indefinite).
     outlier_prob
         Gate heavy-tailed outliers: down-weight a measurement whose pseudo-observation is
-        further from the prediction than the :math:`1 - \text{outlier_prob}` quantile of
-        :math:`\chi^2_d` (``outlier_threshold`` of :func:`dkf_update`). Gated updates are
-        counted in ``last_outlier_count_``. ``None`` (default): no gate.
+        further from the prediction than the :math:`1 - p` quantile of :math:`\chi^2_d`
+        (:math:`p` = ``outlier_prob``; ``outlier_threshold`` of :func:`dkf_update`).
+        Gated updates are counted in ``last_outlier_count_``. ``None`` (default): no gate.
     clip_inputs
         Winsorise every input feature to its ``[q, 1 - q]`` training quantiles (``q`` =
         ``clip_inputs``, e.g. ``1e-3``) before the regressor, in ``fit`` and afterwards, so a

@@ -170,8 +170,8 @@ class KalmanFilter:
         What it fits, and how that differs from a "textbook" least-squares decoding KF
         (Wu et al., 2006) that starts at a zero mean:
 
-        * the observation model has an offset, :math:`x = Hz + b + arepsilon`
-          (``offset=True``); the textbook model :math:`x = Hz + arepsilon` (``offset=False``)
+        * the observation model has an offset, :math:`x = Hz + b + \varepsilon`
+          (``offset=True``); the textbook model :math:`x = Hz + \varepsilon` (``offset=False``)
           assumes inputs centred beforehand. With inputs centred on *all* the data (say
           principal components computed before the train/test split), the model without
           offset effectively uses the test-period mean of ``X``, which the offset fitted on
@@ -182,7 +182,7 @@ class KalmanFilter:
           taken to have mean zero (true for velocities; centre ``Z`` otherwise);
         * :math:`\Gamma` and :math:`R` divide by the residual degrees of freedom
           (:math:`T - 1 - d`, :math:`T - d - 1`), not by :math:`T`;
-        * :math:`z_0 \sim N(0, S)` with :math:`S = ASA^	op + \Gamma` stationary
+        * :math:`z_0 \sim N(0, S)` with :math:`S = ASA^\top + \Gamma` stationary
           (``init_cov="stationary"``), i.e. the first update treats the state as a draw
           from the stationary distribution; ``init_cov="zero"`` starts at exactly
           :math:`z_0 = 0` (a zero covariance, as a filter started at rest). Either way the

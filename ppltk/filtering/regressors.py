@@ -130,10 +130,17 @@ class NadarayaWatsonRegressor:
     seed
         Seed for the leave-one-out subsample.
 
-    After ``fit``: ``bandwidth_`` (tensor of per-feature bandwidths), ``projection_``,
-    ``loo_loglik_`` (the selection score of the chosen space) and ``loo_grid_``,
-    ``loo_scores_`` (the isotropic grid and its scores; higher is better for the
-    likelihood, lower for the squared error).
+    Attributes
+    ----------
+    bandwidth_
+        Per-feature bandwidths (tensor) on the standardised features.
+    projection_
+        The feature space used: ``"linear"`` or ``None``.
+    loo_loglik_
+        The leave-one-out log-likelihood per point of the chosen space (``None`` with a
+        fixed bandwidth or the squared-error criterion).
+    loo_grid_, loo_scores_
+        The isotropic grid and its scores (the log-likelihood, or the squared error).
     """
 
     _CHUNK_ENTRIES = 2**20
