@@ -47,7 +47,7 @@ from ppltk.filtering._gaussian import (
     predict_linear,
     symmetrize,
 )
-from ppltk.filtering.covariance import make_covariance
+from ppltk.filtering.covariance import ConstantCovariance, make_covariance
 from ppltk.filtering.fit import fit_state_dynamics, stationary_covariance
 from ppltk.filtering.regressors import make_regressor
 from ppltk.filtering.selection import AUTO_CANDIDATES, select_regressor
@@ -471,11 +471,71 @@ class DiscriminativeKalmanFilter:
         x = check_row(as_float_tensor(x, "x", self.A), "x", getattr(self, "num_features_", None))
         if self.state_ is None:
             self.reset(x.shape[:-1])
-        f, Q = self.predict_measurement(x)  # NaN in x gives non-finite f: no update
         prior = predict_linear(self.state_, self.A, self.Gamma)
+        constant = self._constant_measurement()
+        if constant is not None:
+            f = self.regressor.predict(self._clip(x)).to(self.A)
+            if bool(torch.isfinite(f).all()):
+                return self._constant_step(prior, f, *constant)
+        f, Q = self.predict_measurement(x)  # NaN in x gives non-finite f: no update
         with named_linalg_errors(_DKF_MATRICES):
             state, fired = self.update(prior, f, Q)
         check_finite_output(state.mean, "filtered means and covariances", state.cov)
         self.state_ = state
         self._fires = self._fires + fired.sum()
+        return self.state_
+
+    def _constant_measurement(self):
+        r"""With a constant :math:`Q` (and no outlier gate) the measurement is a fixed linear
+        Gaussian observation of :math:`z` with :math:`H = I`: noise :math:`R = P^{-1}` and
+        pseudo-observation :math:`y = G f(x)`, :math:`G = R\,Q^{-1}` (or the repaired
+        precision and information map where :math:`Q^{-1} - S^{-1}` is not PD). Returns
+        ``(R, G, fired)``, cached per fitted :math:`Q`, or ``None`` (general path)."""
+        if not isinstance(self.covariance, ConstantCovariance) or self.outlier_threshold_:
+            return None
+        Q = self.covariance.cov
+        if Q is None or Q.dim() != 2:
+            return None
+        cache = getattr(self, "_constant_cache", None)
+        if cache is not None and cache[0] is Q and cache[1] is self.S:
+            return cache[2]
+        Q = Q.to(self.A)
+        Q_inv = _spd_inverse(Q)
+        fired = False
+        if self.robust:
+            P, info_map = Q_inv, Q_inv
+        else:
+            P, info_map = Q_inv - self.S_inv, Q_inv
+            fired = bool(torch.linalg.cholesky_ex(P).info != 0)
+            if fired and self.nonpd_fix == "raise":
+                return None  # the general path raises the named error
+            if fired and self.nonpd_fix == "drop_prior":
+                P = Q_inv
+            elif fired and self.nonpd_fix == "inflate":
+                P, info_map = Q_inv, Q_inv + self.S_inv
+            elif fired:  # clip
+                Q_clip_inv = _spd_inverse(
+                    _clip_covariance(Q, torch.linalg.cholesky(self.S), self.clip_margin)
+                )
+                P, info_map = Q_clip_inv - self.S_inv, Q_clip_inv
+        R = _spd_inverse(P)
+        result = (R, (R @ info_map).contiguous(), fired)
+        self._constant_cache = (self.covariance.cov, self.S, result)
+        return result
+
+    def _constant_step(self, prior: GaussianState, f, R, G, fired) -> GaussianState:
+        r"""The online update in Kalman form with :math:`H = I` (see
+        :meth:`_constant_measurement`): :math:`K = M(M + R)^{-1}`,
+        :math:`\mu = \nu + K(Gf - \nu)`, :math:`\Sigma = (I - K)M`."""
+        M = prior.cov
+        with named_linalg_errors(_DKF_MATRICES):
+            L = torch.linalg.cholesky(symmetrize(M + R))
+        K = torch.cholesky_solve(M, L).mT  # M (M + R)^-1, M and M + R symmetric
+        y = matvec(G, f)
+        mean = prior.mean + matvec(K, y - prior.mean)
+        cov = symmetrize(M - K @ M)
+        check_finite_output(mean, "filtered means and covariances", cov)
+        self.state_ = GaussianState(mean, cov)
+        if fired:
+            self._fires = self._fires + max(1, mean[..., 0].numel())
         return self.state_

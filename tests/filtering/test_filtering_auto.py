@@ -182,3 +182,49 @@ def test_robust_options_help_on_single_channel_outliers():
         DiscriminativeKalmanFilter(outlier_prob=1.5)
     with pytest.raises(ArgumentError, match="clip_inputs"):
         DiscriminativeKalmanFilter(clip_inputs=0.7)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"Q": 0.3, "nonpd_fix": "drop_prior"},
+        {"Q": 3.0, "nonpd_fix": "drop_prior"},
+        {"Q": 3.0, "nonpd_fix": "inflate"},
+        {"Q": 3.0, "nonpd_fix": "clip"},
+        {"Q": 0.3, "robust": True},
+    ],
+    ids=["pd", "drop_prior", "inflate", "clip", "robust"],
+)
+def test_constant_q_online_fast_path_equals_the_general_update(options):
+    """``step`` with a constant Q uses the Kalman form with H = I and a cached R, G; it must
+    give the information-form update of ``filter`` (also where the non-PD fix fires, and
+    across a NaN row)."""
+    from ppltk.filtering import ConstantCovariance, LinearRegressor
+
+    options = dict(options)
+    scale = options.pop("Q")
+    gen = torch.Generator().manual_seed(5)
+    A = torch.tensor([[0.9, 0.1], [-0.05, 0.85]], dtype=torch.float64)
+    Gamma = torch.tensor([[0.3, 0.05], [0.05, 0.2]], dtype=torch.float64)
+    W = torch.randn(2, 6, generator=gen, dtype=torch.float64)
+    Q = scale * torch.tensor([[1.0, 0.2], [0.2, 0.7]], dtype=torch.float64)
+    dkf = DiscriminativeKalmanFilter.from_parts(
+        A,
+        Gamma,
+        LinearRegressor(W, torch.zeros(2, dtype=torch.float64)),
+        ConstantCovariance(Q),
+        warn=False,
+        **options,
+    )
+    dkf.num_features_ = 6
+    X = torch.randn(30, 6, generator=gen, dtype=torch.float64)
+    X[7] = float("nan")
+    means, covs = dkf.filter(X)
+    fires_filter = dkf.last_nonpd_count_
+    dkf.reset()
+    before = dkf.nonpd_count_
+    online = [dkf.step(x) for x in X]
+    torch.testing.assert_close(torch.stack([s.mean for s in online]), means)
+    torch.testing.assert_close(torch.stack([s.cov for s in online]), covs)
+    assert dkf.nonpd_count_ - before == fires_filter
+    assert (fires_filter > 0) == (scale > 1 and not options.get("robust", False))
