@@ -5,6 +5,9 @@ permutation-invariant set encoder with a Gaussian or Gaussian-mixture head over 
 bridge's unconstrained latents, and checks the result by simulation-based calibration. The
 returned :class:`AmortizedPosterior` gives a :class:`ppltk.Result` for new data in one forward
 pass, optionally importance-corrected against the exact model density (with its ESS).
+:func:`fit_prior_adaptive` trains a Distribution-Transformer head that also takes the prior
+(a Gaussian mixture over the unconstrained latents) as an input, so the prior can change at
+inference time and a posterior can be the next step's prior.
 
 .. autofunction:: ppltk.amortized.fit_amortized
 
@@ -26,6 +29,16 @@ pass, optionally importance-corrected against the exact model density (with its 
 
 .. autoclass:: ppltk.amortized.MixtureHead
    :members:
+
+Prior adaptation (the prior as an input at inference time):
+
+.. autofunction:: ppltk.amortized.fit_prior_adaptive
+
+.. autoclass:: ppltk.amortized.PriorAdaptivePosterior
+   :members:
+
+.. autoclass:: ppltk.amortized.GaussianMixturePrior
+   :members:
 """
 
 from ppltk.amortized.networks import DeepSetEncoder, MixtureHead
@@ -35,15 +48,23 @@ from ppltk.amortized.posterior import (
     ImportanceSample,
     fit_amortized,
 )
+from ppltk.amortized.prior_adaptive import (
+    GaussianMixturePrior,
+    PriorAdaptivePosterior,
+    fit_prior_adaptive,
+)
 from ppltk.amortized.simulate import Simulations, simulate
 
 __all__ = [
     "AmortizedPosterior",
     "CalibrationWarning",
     "DeepSetEncoder",
+    "GaussianMixturePrior",
     "ImportanceSample",
     "MixtureHead",
+    "PriorAdaptivePosterior",
     "Simulations",
     "fit_amortized",
+    "fit_prior_adaptive",
     "simulate",
 ]
