@@ -22,7 +22,7 @@ def run_demo(fast: bool, outdir: pathlib.Path) -> list[dict]:
     table = decoding_pipeline(
         num_neurons=30 if fast else 100,
         num_steps=1500 if fast else 5000,
-        regressors=("nw",) if fast else ("nw", "mlp", "gp"),
+        regressors=("nw",) if fast else ("nw", "mlp", "gp", "auto"),
         fast=fast,
         seed=0,
     )
