@@ -74,3 +74,18 @@ def test_csv_loader_by_count_and_by_name_and_real_valued_inputs(tmp_path):
         load_decoding_data(tmp_path / "bad.npz")
     with pytest.raises(ArgumentError, match="train_size"):
         decoding_pipeline(X, Z, train_size=690, test_size=20)
+
+
+def test_vonmises_simulator_is_seeded_tuned_and_checked():
+    X, Z = simulate_vonmises_neurons(8, 4000, 20.0, seed=1)
+    X2, Z2 = simulate_vonmises_neurons(8, 4000, 20.0, seed=1)
+    assert torch.equal(X, X2) and torch.equal(Z, Z2)
+    assert X.shape == (4000, 8) and Z.shape == (4000, 2) and (X >= 0).all()
+    # the speed gain: bins at high speed carry more spikes than bins at low speed
+    speed = Z.norm(dim=-1)
+    fast, slow = X[speed > speed.quantile(0.8)].sum(-1), X[speed < speed.quantile(0.2)].sum(-1)
+    assert fast.mean() > slow.mean() + 5 * (fast.std() / len(fast) ** 0.5)
+    Xo, _ = simulate_vonmises_neurons(8, 4000, 20.0, seed=1, outlier_prob=0.1)
+    assert Xo.sum() > X.sum()
+    with pytest.raises(ArgumentError, match="concentration"):
+        simulate_vonmises_neurons(8, 10, concentration=(3.0, 1.0))
