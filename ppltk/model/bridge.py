@@ -202,7 +202,7 @@ class ModelBridge:
         a validation error) is retried with the next seed, ``tries`` times in all."""
         for k in range(tries):
             try:
-                with pyro_seed(seed + k), poutine.block():
+                with pyro_seed(seed + k), poutine.block(), self._improper_init():
                     return poutine.trace(self.model).get_trace(*self.args, **self.kwargs)
             except EVALUATION_ERRORS as error:
                 last = error
@@ -251,12 +251,23 @@ class ModelBridge:
         if self.dim == 0 and not self.discrete_sites:
             raise ModelStructureError("The model has no latent sample sites to infer.")
 
+    def _improper_init(self) -> _ImproperInit:
+        """Values for improper-prior sites (``ImproperUniform``) in the discovery traces."""
+        tensors = [*self.args, *self.kwargs.values()]
+        like = next((t for t in tensors if torch.is_tensor(t) and t.is_floating_point()), None)
+        return _ImproperInit(like)
+
     def _varying_supports(self, trace, seed: int) -> set[str]:
         """Sites whose support differs between two prior traces: their bounds depend on other
         latent values (e.g. ``Uniform(0, 1 - a)``), so their transform is re-derived from the
         support at every evaluation instead of being fixed at trace time."""
         try:
-            with pyro_seed(seed + 1), poutine.block(), pyro.validation_enabled(False):
+            with (
+                pyro_seed(seed + 1),
+                poutine.block(),
+                pyro.validation_enabled(False),
+                self._improper_init(),
+            ):
                 other = poutine.trace(self.model).get_trace(*self.args, **self.kwargs)
         except Exception:  # noqa: BLE001 - a second trace is only a probe
             return set()
@@ -718,3 +729,35 @@ class _DynamicSupports(pyro.poutine.messenger.Messenger):
         self.values[site.name] = x
         msg["value"] = x
         msg["is_observed"] = True
+
+
+class _ImproperInit(pyro.poutine.messenger.Messenger):
+    """Gives each latent ``ImproperUniform`` site (Stan's implicit flat prior; it cannot be
+    sampled) a value :math:`T(u)`, :math:`u \\sim \\mathrm{U}(-2, 2)` in the unconstrained
+    space of its support, so that the discovery traces see every site.  Dtype and device follow
+    the first floating-point tensor among the model's arguments (default dtype otherwise)."""
+
+    def __init__(self, like: torch.Tensor | None):
+        super().__init__()
+        self.dtype = like.dtype if like is not None else torch.get_default_dtype()
+        self.device = like.device if like is not None else None
+
+    def _pyro_sample(self, msg):
+        fn = msg["fn"]
+        if msg["is_observed"] or msg["value"] is not None or not _is_improper(fn):
+            return
+        transform = biject_to(fn.support)
+        shape = transform.inverse_shape(fn.batch_shape + fn.event_shape)
+        u = 4 * torch.rand(shape, dtype=self.dtype, device=self.device) - 2
+        msg["value"] = transform(u)
+        msg["done"] = True
+
+
+def _is_improper(fn) -> bool:
+    """Whether ``fn`` is an ``ImproperUniform``, possibly inside ``Independent``/``Masked``/
+    ``Expanded`` wrappers."""
+    while fn is not None:
+        if isinstance(fn, pyro.distributions.ImproperUniform):
+            return True
+        fn = getattr(fn, "base_dist", None)
+    return False
