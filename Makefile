@@ -6,7 +6,7 @@ export OMP_NUM_THREADS := 1
 export MKL_NUM_THREADS := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test test-slow test-cuda lint bench docs clean
+.PHONY: demo test test-slow test-cuda test-posteriordb lint bench docs clean
 
 # The CPU wheel of torch lies on disk: install it first so nothing pulls a CUDA build.
 $(VENV)/.core: setup.cfg pyproject.toml
@@ -30,6 +30,9 @@ test-slow: $(VENV)/.test
 
 test-cuda: $(VENV)/.test
 	$(BIN)/python -m pytest -q -m "cuda" $(PYTEST_ARGS)
+
+test-posteriordb: $(VENV)/.test
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -s -m "posteriordb" tests/posteriordb $(PYTEST_ARGS)
 
 lint: $(VENV)/.test
 	$(BIN)/ruff check ppltk tests benchmarks docs

@@ -1,0 +1,289 @@
+"""Pyro translations of posteriordb Stan models (stan-dev/posteriordb, ``models/stan``).
+
+Each entry of :data:`POSTERIORS` maps a posteriordb posterior name to a function
+``build(data) -> (model, args)``. The translations keep Stan's parametrisation and its
+target density up to a constant:
+
+* ``normal(mu, sigma)`` takes a standard deviation, as ``dist.Normal`` does;
+* a ``<lower=0>`` parameter with a ``cauchy(0, s)`` / ``normal(0, s)`` statement is
+  ``HalfCauchy(s)`` / ``HalfNormal(s)`` (the same density on the half line up to a constant);
+* a parameter with no sampling statement has Stan's implicit flat prior on its support:
+  ``ImproperUniform(support)`` (``real``, ``positive``, ``interval``, ``ordered``,
+  ``positive_ordered``, ``simplex``), so that no extra density term appears;
+* ``target += ...`` is ``pyro.factor``.
+
+Transformed parameters that posteriordb stores in its reference draws (``theta`` of the
+eight schools, ``f`` of the GP) are ``pyro.deterministic`` sites.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.distributions import constraints
+
+DATA_DIR = pathlib.Path(__file__).parent / "data"
+DTYPE = torch.float64
+
+
+def load_data(name: str) -> dict:
+    """The stored data set ``name`` with lists as float64 tensors."""
+    raw = json.loads((DATA_DIR / f"{name}.json").read_text())
+    return {k: torch.tensor(v, dtype=DTYPE) if isinstance(v, list) else v for k, v in raw.items()}
+
+
+def _flat(shape: tuple[int, ...] = (), support=constraints.real):
+    """Stan's implicit (improper) flat prior on ``support`` with event shape ``shape``."""
+    return dist.ImproperUniform(support, torch.Size(), torch.Size(shape))
+
+
+def _zero(like: torch.Tensor) -> torch.Tensor:
+    return torch.zeros((), dtype=like.dtype, device=like.device)
+
+
+def _one(like: torch.Tensor) -> torch.Tensor:
+    return torch.ones((), dtype=like.dtype, device=like.device)
+
+
+def _linear_regression(y, columns, sigma_prior=None):
+    """``y ~ normal(beta[1] + sum_k beta[k+1] * columns[k], sigma)`` with flat ``beta``."""
+    design = torch.stack([torch.ones_like(y), *columns], -1)
+
+    def model(design, y):
+        beta = pyro.sample("beta", _flat((design.shape[-1],)))
+        if sigma_prior is None:
+            sigma = pyro.sample("sigma", _flat((), constraints.positive))
+        else:
+            sigma = pyro.sample("sigma", sigma_prior)
+        mean = design @ beta
+        with pyro.plate("n", y.shape[-1]):
+            pyro.sample("y", dist.Normal(mean, sigma), obs=y)
+
+    return model, (design, y)
+
+
+# --- simple regressions --------------------------------------------------------------------
+
+
+def kidscore_momiq(d):
+    """kidiq-kidscore_momiq: ``sigma ~ cauchy(0, 2.5)``, flat ``beta``."""
+    return _linear_regression(
+        d["kid_score"], [d["mom_iq"]], dist.HalfCauchy(2.5 * _one(d["mom_iq"]))
+    )
+
+
+def kidscore_interaction(d):
+    """kidiq-kidscore_interaction: mom_hs, mom_iq and their product."""
+    hs, iq = d["mom_hs"], d["mom_iq"]
+    return _linear_regression(d["kid_score"], [hs, iq, hs * iq], dist.HalfCauchy(2.5 * _one(iq)))
+
+
+def mesquite(d):
+    """mesquite-mesquite: weight on six raw predictors, flat priors."""
+    cols = [d[k] for k in ("diam1", "diam2", "canopy_height", "total_height", "density", "group")]
+    return _linear_regression(d["weight"], cols)
+
+
+def logmesquite_logvolume(d):
+    """mesquite-logmesquite_logvolume: log weight on log canopy volume, flat priors."""
+    volume = torch.log(d["diam1"] * d["diam2"] * d["canopy_height"])
+    return _linear_regression(torch.log(d["weight"]), [volume])
+
+
+def logmesquite_logvash(d):
+    """mesquite-logmesquite_logvash: log volume, area, shape, total height and group."""
+    cols = [
+        torch.log(d["diam1"] * d["diam2"] * d["canopy_height"]),
+        torch.log(d["diam1"] * d["diam2"]),
+        torch.log(d["diam1"] / d["diam2"]),
+        torch.log(d["total_height"]),
+        d["group"],
+    ]
+    return _linear_regression(torch.log(d["weight"]), cols)
+
+
+def kilpisjarvi(d):
+    """kilpisjarvi_mod-kilpisjarvi: informative normal priors on intercept and slope."""
+
+    def model(x, y):
+        alpha = pyro.sample("alpha", dist.Normal(d["pmualpha"] * _one(x), d["psalpha"]))
+        beta = pyro.sample("beta", dist.Normal(d["pmubeta"] * _one(x), d["psbeta"]))
+        sigma = pyro.sample("sigma", _flat((), constraints.positive))
+        with pyro.plate("n", y.shape[-1]):
+            pyro.sample("y", dist.Normal(alpha + beta * x, sigma), obs=y)
+
+    return model, (d["x"], d["y"])
+
+
+# --- hierarchical --------------------------------------------------------------------------
+
+
+def eight_schools_noncentered(d):
+    """eight_schools-eight_schools_noncentered: ``theta = mu + tau * theta_trans``."""
+
+    def model(y, sigma):
+        j = y.shape[-1]
+        theta_trans = pyro.sample("theta_trans", dist.Normal(_zero(y), 1.0).expand([j]).to_event(1))
+        mu = pyro.sample("mu", dist.Normal(_zero(y), 5.0))
+        tau = pyro.sample("tau", dist.HalfCauchy(5.0 * _one(y)))
+        theta = pyro.deterministic("theta", theta_trans * tau + mu)
+        with pyro.plate("j", j):
+            pyro.sample("y", dist.Normal(theta, sigma), obs=y)
+
+    return model, (d["y"], d["sigma"])
+
+
+# --- time series ---------------------------------------------------------------------------
+
+
+def ark(d):
+    """arK-arK: AR(K) with ``alpha, beta ~ normal(0, 10)``, ``sigma ~ cauchy(0, 2.5)``."""
+    k, y = int(d["K"]), d["y"]
+    t = y.shape[-1]
+    # lags[t - K, k] = y[t - k - 1] for t = K .. T-1 (0-based)
+    lags = torch.stack([y[k - 1 - i : t - 1 - i] for i in range(k)], -1)
+
+    def model(lags, y_obs):
+        alpha = pyro.sample("alpha", dist.Normal(_zero(y_obs), 10.0))
+        beta = pyro.sample(
+            "beta", dist.Normal(_zero(y_obs), 10.0).expand([lags.shape[-1]]).to_event(1)
+        )
+        sigma = pyro.sample("sigma", dist.HalfCauchy(2.5 * _one(y_obs)))
+        with pyro.plate("t", y_obs.shape[-1]):
+            pyro.sample("y", dist.Normal(alpha + lags @ beta, sigma), obs=y_obs)
+
+    return model, (lags, y[k:])
+
+
+def arma11(d):
+    """arma-arma11: ARMA(1, 1) with the error recursion ``err[1] = y[1] - (mu + phi * mu)``."""
+
+    def model(y):
+        mu = pyro.sample("mu", dist.Normal(_zero(y), 10.0))
+        phi = pyro.sample("phi", dist.Normal(_zero(y), 2.0))
+        theta = pyro.sample("theta", dist.Normal(_zero(y), 2.0))
+        sigma = pyro.sample("sigma", dist.HalfCauchy(2.5 * _one(y)))
+        err = [y[0] - (mu + phi * mu)]
+        for t in range(1, y.shape[-1]):
+            err.append(y[t] - (mu + phi * y[t - 1] + theta * err[-1]))
+        err = torch.stack(err, -1)
+        pyro.factor("err", dist.Normal(_zero(y), sigma).log_prob(err).sum(-1))
+
+    return model, (d["y"],)
+
+
+def garch11(d):
+    """garch-garch11: flat priors, ``beta1`` in ``(0, 1 - alpha1)`` (a dependent bound)."""
+
+    def model(y, sigma1):
+        mu = pyro.sample("mu", _flat())
+        alpha0 = pyro.sample("alpha0", _flat((), constraints.positive))
+        alpha1 = pyro.sample("alpha1", _flat((), constraints.unit_interval))
+        beta1 = pyro.sample("beta1", _flat((), constraints.interval(_zero(y), 1 - alpha1)))
+        var = [sigma1 * sigma1 * _one(y)]
+        for t in range(1, y.shape[-1]):
+            var.append(alpha0 + alpha1 * (y[t - 1] - mu) ** 2 + beta1 * var[-1])
+        sigma = torch.stack(var, -1).sqrt()
+        with pyro.plate("t", y.shape[-1]):
+            pyro.sample("y", dist.Normal(mu, sigma), obs=y)
+
+    return model, (d["y"], d["sigma1"])
+
+
+# --- GP / Cholesky ---------------------------------------------------------------------------
+
+
+def _exp_quad(x, alpha, rho):
+    diff = x[:, None] - x[None, :]
+    return alpha**2 * torch.exp(-0.5 * diff**2 / rho**2)
+
+
+def gp_pois_regr(d):
+    """gp_pois_regr-gp_pois_regr: latent GP ``f = chol(K + 1e-10 I) f_tilde``, Poisson log link."""
+
+    def model(x, k):
+        n = x.shape[-1]
+        rho = pyro.sample("rho", dist.Gamma(25.0 * _one(x), 4.0))
+        alpha = pyro.sample("alpha", dist.HalfNormal(2.0 * _one(x)))
+        f_tilde = pyro.sample("f_tilde", dist.Normal(_zero(x), 1.0).expand([n]).to_event(1))
+        cov = _exp_quad(x, alpha, rho) + 1e-10 * torch.eye(n, dtype=x.dtype, device=x.device)
+        f = pyro.deterministic("f", torch.linalg.cholesky(cov) @ f_tilde)
+        with pyro.plate("n", n):
+            pyro.sample("k", dist.Poisson(torch.exp(f)), obs=k)
+
+    return model, (d["x"], d["k"])
+
+
+def gp_regr(d):
+    """gp_pois_regr-gp_regr: marginal GP, ``cov = K + sigma I`` (sigma, not sigma^2, as in Stan)."""
+
+    def model(x, y):
+        n = x.shape[-1]
+        rho = pyro.sample("rho", dist.Gamma(25.0 * _one(x), 4.0))
+        alpha = pyro.sample("alpha", dist.HalfNormal(2.0 * _one(x)))
+        sigma = pyro.sample("sigma", dist.HalfNormal(_one(x)))
+        cov = _exp_quad(x, alpha, rho) + sigma * torch.eye(n, dtype=x.dtype, device=x.device)
+        chol = torch.linalg.cholesky(cov)
+        pyro.sample("y", dist.MultivariateNormal(torch.zeros_like(x), scale_tril=chol), obs=y)
+
+    return model, (d["x"], d["y"])
+
+
+# --- mixture / HMM (target +=) ---------------------------------------------------------------
+
+
+def low_dim_gauss_mix(d):
+    """low_dim_gauss_mix: two-component mixture, ``ordered[2] mu``, ``target += log_mix``."""
+
+    def model(y):
+        mu = pyro.sample("mu", _flat((2,), constraints.ordered_vector))
+        pyro.factor("mu_prior", dist.Normal(_zero(y), 2.0).log_prob(mu).sum(-1))
+        sigma = pyro.sample("sigma", dist.HalfNormal(2.0 * _one(y)).expand([2]).to_event(1))
+        theta = pyro.sample("theta", dist.Beta(5.0 * _one(y), 5.0))
+        comp = dist.Normal(mu, sigma).log_prob(y[:, None])  # [N, 2]
+        weights = torch.stack([torch.log(theta), torch.log1p(-theta)], -1)
+        pyro.factor("y", torch.logsumexp(comp + weights, -1).sum(-1))
+
+    return model, (d["y"],)
+
+
+def hmm_example(d):
+    """hmm_example: two-state Gaussian HMM marginalised by the forward algorithm."""
+
+    def model(y):
+        theta1 = pyro.sample("theta1", _flat((2,), constraints.simplex))
+        theta2 = pyro.sample("theta2", _flat((2,), constraints.simplex))
+        mu = pyro.sample("mu", _flat((2,), constraints.positive_ordered_vector))
+        pyro.factor("mu_prior", dist.Normal(mu.new_tensor([3.0, 10.0]), 1.0).log_prob(mu).sum(-1))
+        log_trans = torch.log(torch.stack([theta1, theta2], -2))  # [j, k]
+        emit = dist.Normal(mu, 1.0).log_prob(y[:, None])  # [N, K]
+        gamma = emit[0]
+        for t in range(1, y.shape[-1]):
+            gamma = torch.logsumexp(gamma[:, None] + log_trans, -2) + emit[t]
+        pyro.factor("y", torch.logsumexp(gamma, -1))
+
+    return model, (d["y"],)
+
+
+POSTERIORS = {
+    "kidiq-kidscore_momiq": kidscore_momiq,
+    "kidiq-kidscore_interaction": kidscore_interaction,
+    "mesquite-mesquite": mesquite,
+    "mesquite-logmesquite_logvolume": logmesquite_logvolume,
+    "mesquite-logmesquite_logvash": logmesquite_logvash,
+    "kilpisjarvi_mod-kilpisjarvi": kilpisjarvi,
+    "eight_schools-eight_schools_noncentered": eight_schools_noncentered,
+    "arK-arK": ark,
+    "arma-arma11": arma11,
+    "garch-garch11": garch11,
+    "gp_pois_regr-gp_pois_regr": gp_pois_regr,
+    "gp_pois_regr-gp_regr": gp_regr,
+    "low_dim_gauss_mix-low_dim_gauss_mix": low_dim_gauss_mix,
+    "hmm_example-hmm_example": hmm_example,
+}
+
+__all__ = ["POSTERIORS", "load_data"]
