@@ -378,7 +378,8 @@ class AmortizedPosterior:
             When true, draw ``num_samples`` proposals, weight them against the exact model
             density (:meth:`importance_sample`) and resample ``num_samples`` draws
             multinomially; ``attrs`` carries ``ess`` and ``ess_fraction`` and
-            ``log_evidence`` the importance estimate of :math:`\\log p(y)`.
+            ``log_evidence`` the importance estimate of :math:`\\log p(y)`; a
+            :class:`CalibrationWarning` is issued when the ESS is below 5% of the proposals.
         """
         _check_int("num_samples", num_samples, 1)
         data, batched = self._as_data(y)
@@ -420,9 +421,11 @@ class AmortizedPosterior:
         return self._importance({k: v[0] for k, v in data.items()}, num_samples,
                                 make_generator(seed, self.device))  # fmt: skip
 
-    def _importance(self, row, num: int, gen: torch.Generator) -> ImportanceSample:
+    def _importance(
+        self, row, num: int, gen: torch.Generator, bridge: ModelBridge | None = None
+    ) -> ImportanceSample:
         z = self._sample({k: v[None] for k, v in row.items()}, num, gen)[0]
-        bridge = self._bridge_for(row)
+        bridge = bridge or self._bridge_for(row)
         with torch.no_grad():
             log_p = bridge.log_density(z)
             log_q = self._log_prob_std(
@@ -442,7 +445,8 @@ class AmortizedPosterior:
         return ImportanceSample(z, values, norm, ess, float(total - math.log(num)))
 
     def _corrected(self, row, num: int, gen: torch.Generator) -> Result:
-        sample = self._importance(row, num, gen)
+        bridge = self._bridge_for(row)
+        sample = self._importance(row, num, gen, bridge)
         if sample.ess < 0.05 * num:
             warnings.warn(
                 f"Importance correction: ESS {sample.ess:.1f} of {num} proposals; the amortized "
@@ -452,7 +456,6 @@ class AmortizedPosterior:
             )
         index = torch.multinomial(sample.log_weights.exp().to(self.dtype), num, replacement=True,
                                   generator=gen)  # fmt: skip
-        bridge = self._bridge_for(row)
         attrs = {"ess": sample.ess, "ess_fraction": sample.ess / num, "num_proposals": num}
         return bridge.to_result(
             sample.z[index][None], method="amortized-is", log_evidence=sample.log_evidence,
