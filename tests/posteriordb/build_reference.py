@@ -20,9 +20,13 @@ HERE = pathlib.Path(__file__).parent
 POSTERIORS = {
     "kidiq-kidscore_momiq": ["N", "kid_score", "mom_iq", "mom_hs"],
     "kidiq-kidscore_interaction": ["N", "kid_score", "mom_iq", "mom_hs"],
+    "kidiq-kidscore_momhs": ["N", "kid_score", "mom_iq", "mom_hs"],
+    "kidiq-kidscore_momhsiq": ["N", "kid_score", "mom_iq", "mom_hs"],
     "mesquite-mesquite": None,
     "mesquite-logmesquite_logvolume": None,
     "mesquite-logmesquite_logvash": None,
+    "mesquite-logmesquite": None,
+    "mesquite-logmesquite_logva": None,
     "kilpisjarvi_mod-kilpisjarvi": None,
     "eight_schools-eight_schools_noncentered": None,
     "arK-arK": None,

@@ -82,6 +82,20 @@ def kidscore_interaction(d):
     return _linear_regression(d["kid_score"], [hs, iq, hs * iq], dist.HalfCauchy(2.5 * _one(iq)))
 
 
+def kidscore_momhs(d):
+    """kidiq-kidscore_momhs: mom_hs only."""
+    return _linear_regression(
+        d["kid_score"], [d["mom_hs"]], dist.HalfCauchy(2.5 * _one(d["mom_hs"]))
+    )
+
+
+def kidscore_momhsiq(d):
+    """kidiq-kidscore_momhsiq: mom_hs and mom_iq."""
+    return _linear_regression(
+        d["kid_score"], [d["mom_hs"], d["mom_iq"]], dist.HalfCauchy(2.5 * _one(d["mom_iq"]))
+    )
+
+
 def mesquite(d):
     """mesquite-mesquite: weight on six raw predictors, flat priors."""
     cols = [d[k] for k in ("diam1", "diam2", "canopy_height", "total_height", "density", "group")]
@@ -92,6 +106,23 @@ def logmesquite_logvolume(d):
     """mesquite-logmesquite_logvolume: log weight on log canopy volume, flat priors."""
     volume = torch.log(d["diam1"] * d["diam2"] * d["canopy_height"])
     return _linear_regression(torch.log(d["weight"]), [volume])
+
+
+def logmesquite(d):
+    """mesquite-logmesquite: log weight on the logs of five predictors and group."""
+    names = ("diam1", "diam2", "canopy_height", "total_height", "density")
+    cols = [torch.log(d[k]) for k in names] + [d["group"]]
+    return _linear_regression(torch.log(d["weight"]), cols)
+
+
+def logmesquite_logva(d):
+    """mesquite-logmesquite_logva: log canopy volume, log canopy area and group."""
+    cols = [
+        torch.log(d["diam1"] * d["diam2"] * d["canopy_height"]),
+        torch.log(d["diam1"] * d["diam2"]),
+        d["group"],
+    ]
+    return _linear_regression(torch.log(d["weight"]), cols)
 
 
 def logmesquite_logvash(d):
@@ -272,9 +303,13 @@ def hmm_example(d):
 POSTERIORS = {
     "kidiq-kidscore_momiq": kidscore_momiq,
     "kidiq-kidscore_interaction": kidscore_interaction,
+    "kidiq-kidscore_momhs": kidscore_momhs,
+    "kidiq-kidscore_momhsiq": kidscore_momhsiq,
     "mesquite-mesquite": mesquite,
     "mesquite-logmesquite_logvolume": logmesquite_logvolume,
     "mesquite-logmesquite_logvash": logmesquite_logvash,
+    "mesquite-logmesquite": logmesquite,
+    "mesquite-logmesquite_logva": logmesquite_logva,
     "kilpisjarvi_mod-kilpisjarvi": kilpisjarvi,
     "eight_schools-eight_schools_noncentered": eight_schools_noncentered,
     "arK-arK": ark,
