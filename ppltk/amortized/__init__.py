@@ -21,6 +21,8 @@ inference time and a posterior can be the next step's prior.
 
 .. autofunction:: ppltk.amortized.simulate
 
+.. autofunction:: ppltk.amortized.simulate_units
+
 .. autoclass:: ppltk.amortized.Simulations
    :members:
 
@@ -53,7 +55,7 @@ from ppltk.amortized.prior_adaptive import (
     PriorAdaptivePosterior,
     fit_prior_adaptive,
 )
-from ppltk.amortized.simulate import Simulations, simulate
+from ppltk.amortized.simulate import Simulations, SimulationUnit, simulate, simulate_units
 
 __all__ = [
     "AmortizedPosterior",
@@ -63,8 +65,10 @@ __all__ = [
     "ImportanceSample",
     "MixtureHead",
     "PriorAdaptivePosterior",
+    "SimulationUnit",
     "Simulations",
     "fit_amortized",
     "fit_prior_adaptive",
     "simulate",
+    "simulate_units",
 ]

@@ -38,7 +38,7 @@ import torch
 from ppltk._progress import progress_bar
 from ppltk._rng import child_seed, make_generator, pyro_seed
 from ppltk.amortized.networks import DeepSetEncoder, MixtureHead
-from ppltk.amortized.simulate import Simulations, observed_sites, simulate
+from ppltk.amortized.simulate import Simulations, observed_sites, simulate, simulate_units
 from ppltk.calibration.ranks import scalar_names, uniformity_pvalue
 from ppltk.calibration.sbc import SBCResult
 from ppltk.calibration.simulate import condition_on
@@ -621,6 +621,7 @@ def fit_amortized(
     covariates: torch.Tensor | None = None,
     num_simulations: int = 10_000,
     simulations: Simulations | None = None,
+    executor: Any = None,
     head: str = "gaussian",
     num_components: int = 4,
     hidden: int = 64,
@@ -654,7 +655,11 @@ def fit_amortized(
         Prior-predictive draws :math:`(\theta, y)` to train on (a ``validation_fraction`` of
         them held out for early stopping).
     simulations
-        Pre-drawn :class:`~ppltk.amortized.Simulations` (e.g. from many workers) instead.
+        Pre-drawn :class:`~ppltk.amortized.Simulations` instead.
+    executor
+        When given (``"dask"``, a scheduler address, a Client or a cluster), the simulations
+        run there in work units of 5,000 (:func:`~ppltk.amortized.simulate_units`; the same
+        draws on every executor for a given ``seed``).
     head
         ``"gaussian"`` (one full-covariance Gaussian over the unconstrained latents) or
         ``"mixture"`` (``num_components`` of them).
@@ -738,7 +743,11 @@ def fit_amortized(
         squash=bool(squash),
     )
     t0 = time.perf_counter()
-    if simulations is None:
+    if simulations is None and executor is not None:
+        simulations = simulate_units(
+            bridge, num_simulations, observed, executor, seed=child_seed(gen), progress=progress
+        )
+    elif simulations is None:
         simulations = simulate(bridge, num_simulations, gen, observed)
     elif not isinstance(simulations, Simulations):
         raise ArgumentError(

@@ -36,7 +36,7 @@ from ppltk._rng import child_seed, pyro_seed
 from ppltk.calibration.simulate import unobserve
 from ppltk.errors import ArgumentError, ModelStructureError, VectorisationWarning
 
-__all__ = ["Simulations", "simulate", "observed_sites"]
+__all__ = ["Simulations", "SimulationUnit", "simulate", "simulate_units", "observed_sites"]
 
 _SIM_PLATE = "_ppltk_simulations"
 
@@ -261,3 +261,63 @@ def _check_plate(
             "The model batched by an outer plate gives other log-densities than run alone "
             f"({batched.tolist()} vs {single.tolist()}): it mixes simulations"
         )
+
+
+@dataclass(frozen=True)
+class SimulationUnit:
+    """One work unit of :func:`simulate_units`: ``num`` simulations with their own ``seed``
+    (picklable when the model is, e.g. a module-level function)."""
+
+    model: Callable[..., Any]
+    args: tuple
+    kwargs: dict
+    observed: tuple[str, ...]
+    num: int
+    seed: int
+
+    def run(self) -> Simulations:
+        from ppltk._rng import make_generator
+        from ppltk.model import ModelBridge
+
+        bridge = ModelBridge(self.model, self.args, self.kwargs)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", VectorisationWarning)  # reported by the caller
+            return simulate(bridge, self.num, make_generator(self.seed), self.observed)
+
+
+def _run_unit(unit: SimulationUnit) -> Simulations:
+    return unit.run()
+
+
+def simulate_units(
+    bridge,
+    num: int,
+    observed: Sequence[str],
+    executor: Any = None,
+    *,
+    per_unit: int = 5000,
+    seed: int | torch.Generator | None = 0,
+    progress: bool = True,
+) -> Simulations:
+    """:func:`simulate` split into work units of ``per_unit`` simulations, run on ``executor``
+    (``None``, ``"dask"``, a scheduler address, a Client or cluster; see
+    :func:`ppltk.distributed.map_units`). Unit ``i`` uses seed ``unit_seeds(seed, U)[i]``, so
+    the simulations are the same on every executor."""
+    from ppltk.distributed.seeds import root_seed, unit_seeds
+    from ppltk.distributed.units import map_units
+
+    if isinstance(num, bool) or not isinstance(num, int) or num < 1:
+        raise ArgumentError(f"Expected `num` to be a positive int, but found {num!r}")
+    if isinstance(per_unit, bool) or not isinstance(per_unit, int) or per_unit < 1:
+        raise ArgumentError(f"Expected `per_unit` to be a positive int, but found {per_unit!r}")
+    sizes = [min(per_unit, num - start) for start in range(0, num, per_unit)]
+    seeds = unit_seeds(root_seed(seed), len(sizes))
+    units = [
+        SimulationUnit(bridge.model, bridge.args, bridge.kwargs, tuple(observed), n, s)
+        for n, s in zip(sizes, seeds)
+    ]
+    parts = map_units(_run_unit, units, executor, progress=progress, desc="simulations")
+    z = torch.cat([p.z for p in parts]).to(bridge.device)
+    data = {k: torch.cat([p.data[k] for p in parts]).to(bridge.device) for k in observed}
+    paths = sorted({p.path for p in parts})
+    return Simulations(z, data, "+".join(paths), sum(p.num_dropped for p in parts))
