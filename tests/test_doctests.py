@@ -11,7 +11,7 @@ import ppltk
 MODULES = sorted(
     name
     for _, name, _ in pkgutil.walk_packages(ppltk.__path__, "ppltk.")
-    if not name.endswith(("__main__", ".demo"))
+    if not name.endswith("__main__")
 )
 
 

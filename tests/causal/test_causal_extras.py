@@ -16,9 +16,9 @@ from ppltk.causal import (
     exact_interventional,
     identify,
 )
-from ppltk.causal.demo import run_demo
 from ppltk.causal.examples import smoking_graph, smoking_joint
 from ppltk.causal.random_models import random_causal_model
+from ppltk.demo.causal import run_demo
 from ppltk.errors import NotIdentifiableError
 
 

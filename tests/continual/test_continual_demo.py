@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ppltk.continual.demo import run_demo
+from ppltk.demo.continual import run_demo
 
 
 @pytest.mark.slow

@@ -238,7 +238,7 @@ def test_sbc_counts_divergences_and_warns_once():
 
 def test_calibration_demo_rows(tmp_path):
     pytest.importorskip("ppltk.smc")
-    from ppltk.calibration.demo import run_demo
+    from ppltk.demo.calibration import run_demo
 
     rows = run_demo(fast=True, outdir=tmp_path)
     assert all(set(r) == {"capability", "check", "value", "reference", "figure"} for r in rows)

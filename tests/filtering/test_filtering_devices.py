@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from ppltk.datasets import simulate_neural_decoding
+from ppltk.demo.filtering import run_demo
 from ppltk.filtering import DiscriminativeKalmanFilter, KalmanFilter
-from ppltk.filtering.demo import run_demo
 
 
 def test_run_demo_fast(tmp_path):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from ppltk.mcmc.demo import run_demo
+from ppltk.demo.mcmc import run_demo
 
 
 @pytest.mark.slow

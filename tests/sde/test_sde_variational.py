@@ -191,7 +191,7 @@ def test_sde_latent_hoisted_control_equals_the_net():
 
 @pytest.mark.slow
 def test_sde_demo_rows(tmp_path):
-    from ppltk.sde.demo import run_demo
+    from ppltk.demo.sde import run_demo
 
     rows = run_demo(fast=True, outdir=tmp_path)
     assert {"capability", "check", "value", "reference", "figure"} <= set(rows[0])

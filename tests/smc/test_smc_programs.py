@@ -333,8 +333,8 @@ def test_program_without_a_prior_run_given_the_plate_nesting():
 
 def test_program_with_multivariate_sites_matches_kalman():
     """MultivariateNormal transposes particle tensors internally (displaced within a step)."""
+    from ppltk.demo.smc import _lg_model, _lg_program
     from ppltk.smc._kalman import kalman_filter
-    from ppltk.smc.demo import _lg_model, _lg_program
 
     ssm = _lg_model()
     _, ys = ssm.simulate(20, torch.Generator().manual_seed(6))

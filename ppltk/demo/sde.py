@@ -24,9 +24,7 @@ def _row(check: str, value: float, reference: float, figure=None) -> dict:
 
 
 def _figure(results: dict, posterior, outdir: Path) -> str:
-    import matplotlib
 
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -51,7 +49,6 @@ def _figure(results: dict, posterior, outdir: Path) -> str:
 def run_demo(fast: bool, outdir: Path) -> list[dict]:
     """Rows: fitted H vs truth (0.3, 0.7) on exact fBM, the baselines, and the MA-fBM L2 error
     at H = 1/2 (Type II reproduces Brownian motion); one figure."""
-    torch.set_num_threads(1)
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     T, paths_n, steps = (48, 6, 80) if fast else (96, 12, 250)

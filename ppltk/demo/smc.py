@@ -45,7 +45,6 @@ def run_demo(fast: bool, outdir: Path) -> list[dict]:
     """Rows: PF log-evidence vs Kalman (T=200, the same model as a Pyro program, and a long
     T=10,000 series), tempered SMC evidence vs the closed form; one figure (filtered means vs
     Kalman, tempering schedule)."""
-    torch.set_num_threads(1)
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     ssm = _lg_model()
@@ -97,9 +96,7 @@ def run_demo(fast: bool, outdir: Path) -> list[dict]:
 
 
 def _figure(out, kf_means, kf_covs, betas, path: Path) -> Path:
-    import matplotlib
 
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))

@@ -48,9 +48,6 @@ def _conjugate(size: int) -> list[dict]:
 
 def _eight_schools(size: int, outdir: Path) -> list[dict]:
     import arviz as az
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     sigma, y = torch.tensor(EIGHT_SCHOOLS_SIGMA), torch.tensor(EIGHT_SCHOOLS_Y)

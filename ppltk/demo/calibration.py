@@ -111,7 +111,6 @@ def run_demo(fast: bool, outdir: Path) -> list[dict]:
     """Rows: SBC passes an exact sampler and flags a too narrow one (rank histograms), tempered
     SMC islands' pooled evidence vs the closed form, and (full mode) NUTS calibration and
     identical draws in process and on a 2-worker Dask LocalCluster."""
-    torch.set_num_threads(1)
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     rows = _sbc_rows(fast, outdir)

@@ -14,9 +14,7 @@ def run_demo(fast: bool, outdir: pathlib.Path) -> list[dict]:
     Returns one row per check with keys ``capability``, ``check``, ``value``,
     ``reference`` and ``figure`` (the PNG of decoded against true trajectories).
     """
-    import matplotlib
 
-    matplotlib.use("Agg")
     outdir = pathlib.Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     table = decoding_pipeline(

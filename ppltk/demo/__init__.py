@@ -1,11 +1,15 @@
 """``ppltk demo``: run every capability on a built-in example and write an HTML report.
 
-Each capability package provides ``<package>.demo.run_demo(fast, outdir) -> list[dict]`` whose
-rows have keys ``capability``, ``check``, ``value``, ``reference`` and ``figure``.
+The tour lives here, out of the library packages: ``ppltk.demo.<capability>.run_demo(fast,
+outdir) -> list[dict]`` with rows keyed ``capability``, ``check``, ``value``, ``reference``
+and ``figure``. Importing it changes nothing in the caller's process; each demo runs inside
+:func:`isolated_globals` (one torch thread, matplotlib's Agg backend, a forked torch random
+state), which restores all three afterwards.
 """
 
 from __future__ import annotations
 
+import contextlib
 import html
 import importlib
 import os
@@ -34,11 +38,30 @@ def _format(value) -> str:
     return str(value)
 
 
+@contextlib.contextmanager
+def isolated_globals():
+    """One torch thread, matplotlib's Agg backend and a forked torch RNG for the block; the
+    caller's thread count, backend and random state are restored after it."""
+    import matplotlib.pyplot as plt
+
+    threads, backend = torch.get_num_threads(), plt.get_backend()
+    torch.set_num_threads(1)
+    plt.switch_backend("Agg")
+    try:
+        with torch.random.fork_rng(devices=[]):
+            yield
+    finally:
+        torch.set_num_threads(threads)
+        with contextlib.suppress(Exception):  # e.g. an interactive backend without a display
+            plt.switch_backend(backend)
+
+
 def _run_one(name: str, fast: bool, outdir: Path) -> tuple[list[dict], float, str | None]:
     start = time.perf_counter()
     try:
-        module = importlib.import_module(f"ppltk.{name}.demo")
-        rows = module.run_demo(fast=fast, outdir=outdir)
+        module = importlib.import_module(f"ppltk.demo.{name}")
+        with isolated_globals():
+            rows = module.run_demo(fast=fast, outdir=outdir)
         return rows, time.perf_counter() - start, None
     except Exception:  # noqa: BLE001 - one failing capability must not hide the others
         return [], time.perf_counter() - start, traceback.format_exc()
@@ -111,7 +134,6 @@ def run_demos(
     unknown = [n for n in names if n not in CAPABILITIES]
     if unknown:
         raise ArgumentError(f"Expected --only in {sorted(CAPABILITIES)}, but found {unknown}")
-    torch.set_num_threads(1)
     outdir = Path(outdir)
     (outdir / "figures").mkdir(parents=True, exist_ok=True)
     rows, failures = [], {}
