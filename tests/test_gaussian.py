@@ -34,7 +34,7 @@ def test_condition_is_the_joint_gaussian_conditional():
     C = torch.randn(2, 3, dtype=D, generator=g)
     R = 0.5 * torch.eye(2, dtype=D)
     y = torch.randn(2, dtype=D, generator=g)
-    mean, cov, _, log_lik = gaussian.condition(m, P, C, R, y)
+    mean, cov, log_lik = gaussian.condition(m, P, C, R, y)
     # joint of (x, y) and the textbook conditional through the full joint precision
     joint = torch.cat([torch.cat([P, P @ C.T], 1), torch.cat([C @ P, C @ P @ C.T + R], 1)])
     prec = torch.linalg.inv(joint)

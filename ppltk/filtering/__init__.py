@@ -15,7 +15,6 @@ update) and has ``filter(X) -> (means [..., T, d], covs [..., T, d, d])`` and an
     print(normalised_rmse(means, Z[4000:]))
 """
 
-from ppltk.filtering._gaussian import GaussianState
 from ppltk.filtering.covariance import ConstantCovariance, KernelCovariance, make_covariance
 from ppltk.filtering.dkf import (
     NONPD_FIXES,
@@ -44,6 +43,7 @@ from ppltk.filtering.regressors import (
     NadarayaWatsonRegressor,
     make_regressor,
 )
+from ppltk.gaussian import GaussianState
 
 __all__ = [
     "ConstantCovariance",

@@ -39,7 +39,11 @@ from ppltk.filtering._checks import (
     check_training_pair,
     named_linalg_errors,
 )
-from ppltk.filtering._gaussian import (
+from ppltk.filtering.covariance import ConstantCovariance, make_covariance
+from ppltk.filtering.fit import fit_state_dynamics, stationary_covariance
+from ppltk.filtering.regressors import make_regressor
+from ppltk.filtering.selection import AUTO_CANDIDATES, select_regressor
+from ppltk.gaussian import (
     GaussianState,
     expand_state,
     mask_missing,
@@ -47,10 +51,6 @@ from ppltk.filtering._gaussian import (
     predict_linear,
     symmetrize,
 )
-from ppltk.filtering.covariance import ConstantCovariance, make_covariance
-from ppltk.filtering.fit import fit_state_dynamics, stationary_covariance
-from ppltk.filtering.regressors import make_regressor
-from ppltk.filtering.selection import AUTO_CANDIDATES, select_regressor
 
 __all__ = ["DiscriminativeKalmanFilter", "NONPD_FIXES", "pseudo_observation", "dkf_update"]
 

@@ -28,7 +28,8 @@ from ppltk.filtering._checks import (
     check_row,
     named_linalg_errors,
 )
-from ppltk.filtering._gaussian import (
+from ppltk.filtering.fit import fit_linear_observation, fit_state_dynamics
+from ppltk.gaussian import (
     GaussianState,
     expand_state,
     mask_missing,
@@ -37,7 +38,6 @@ from ppltk.filtering._gaussian import (
     rts_smooth,
     update_with_gain,
 )
-from ppltk.filtering.fit import fit_linear_observation, fit_state_dynamics
 
 __all__ = ["KalmanFilter", "KalmanOutput", "kalman_update"]
 

@@ -28,7 +28,7 @@ from ppltk.filtering._checks import (
     check_row,
     named_linalg_errors,
 )
-from ppltk.filtering._gaussian import (
+from ppltk.gaussian import (
     GaussianState,
     expand_state,
     mask_missing,

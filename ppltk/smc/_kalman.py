@@ -17,7 +17,7 @@ def kalman_filter(ssm, ys: torch.Tensor):
     for t, y in enumerate(ys.double()):
         if t > 0:
             m, P = A @ m, A @ P @ A.T + Q  # predict
-        m, P, _, log_lik = condition(m, P, C, R, y)  # update, log N(y; Cm, S)
+        m, P, log_lik = condition(m, P, C, R, y)  # update, log N(y; Cm, S)
         logz = logz + log_lik
         means.append(m)
         covs.append(P)

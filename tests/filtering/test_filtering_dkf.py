@@ -24,7 +24,7 @@ from ppltk.filtering import (
     pseudo_observation,
     stationary_covariance,
 )
-from ppltk.filtering._gaussian import GaussianState
+from ppltk.gaussian import GaussianState
 
 
 def _linear_gaussian_dkf(seed: int, d: int = 2, m: int = 4):
