@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import torch
 
-from ppltk.errors import ArgumentError
+from ppltk.errors import ArgumentError, NotPositiveDefiniteError
 from ppltk.filtering._checks import (
     as_float_tensor,
     check_covariance,
@@ -153,6 +153,33 @@ class KalmanFilter:
             check_covariance(cov, name)
         self.A, self.Gamma, self.H, self.R, self.b = A, Gamma, H, R, b
         self.init_mean, self.init_cov = m0, P0
+
+    @classmethod
+    def from_state_space(cls, ssm) -> KalmanFilter:
+        r"""The Kalman filter of a :class:`ppltk.smc.LinearGaussianSSM` (inverse of
+        :meth:`~ppltk.smc.LinearGaussianSSM.from_kalman`).
+
+        The SSM observes :math:`x_0 \sim N(m_0, P_0)` directly, this filter predicts first,
+        so its start is :math:`z_0 \sim N(A^{-1}m_0, A^{-1}(P_0 - \Gamma)A^{-\top})`: that
+        needs an invertible :math:`A` and :math:`P_0 \succeq \Gamma`
+        (:class:`~ppltk.errors.NotPositiveDefiniteError` otherwise).
+        """
+        A, gamma = ssm.A, ssm.Q
+        try:
+            m = torch.linalg.solve(A, ssm.m0.unsqueeze(-1)).squeeze(-1)
+            left = torch.linalg.solve(A, ssm.P0 - gamma)
+            P = torch.linalg.solve(A, left.mT).mT
+        except RuntimeError as err:
+            raise NotPositiveDefiniteError(
+                f"Expected an invertible transition matrix A, but found: {err}"
+            ) from err
+        P = 0.5 * (P + P.mT)
+        if bool((torch.linalg.eigvalsh(P) < -1e-10 * P.abs().max().clamp_min(1.0)).any()):
+            raise NotPositiveDefiniteError(
+                "Expected the state-space model's P0 - Q to be positive semi-definite (the "
+                "filter's start before its first prediction), but found a negative eigenvalue"
+            )
+        return cls(A, gamma, ssm.C, ssm.R, None, m, P)
 
     @property
     def state_dim(self) -> int:

@@ -20,6 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 
 from ppltk import gaussian
+from ppltk.errors import ArgumentError
 from ppltk.gaussian import cholesky_or_zero
 from ppltk.smc.proposals import LinearGaussianOptimalProposal
 
@@ -117,6 +118,28 @@ class LinearGaussianSSM:
     def log_init(self, state):
         """:math:`\\log M_0(x_0)`."""
         return gaussian.log_prob(state - self.m0.unsqueeze(-2), self._p(self.L0))
+
+    @classmethod
+    def from_kalman(cls, kf) -> LinearGaussianSSM:
+        r"""The model of a fitted :class:`ppltk.filtering.KalmanFilter` in this class's
+        convention.
+
+        The Kalman filter starts from :math:`z_0 \sim N(m, P)` and *predicts first*
+        (:math:`x_1` observes :math:`z_1 = Az_0 + \eta`); here :math:`y_0` observes
+        :math:`x_0` itself, so :math:`m_0 = Am` and :math:`P_0 = APA^\top + \Gamma`. The two
+        then give every observation sequence the same law (and the same evidence). An
+        observation offset :math:`b \ne 0` has no counterpart here: subtract it from the data.
+        """
+        b = getattr(kf, "b", None)
+        if b is not None and bool((b != 0).any()):
+            raise ArgumentError(
+                "Expected a KalmanFilter without an observation offset (b = 0), but found "
+                f"b = {b.tolist()}; subtract it from the observations first"
+            )
+        A, gamma = kf.A, kf.Gamma
+        m0 = kf.init_mean @ A.mT
+        P0 = A @ kf.init_cov @ A.mT + gamma
+        return cls(A, kf.H, gamma, kf.R, m0, 0.5 * (P0 + P0.mT))
 
     def optimal_proposal(self):
         """The locally optimal proposal :math:`p(x_t \\mid x_{t-1}, y_t)` (see proposals)."""
