@@ -20,7 +20,7 @@ import torch
 
 from ppltk._progress import progress_bar
 from ppltk._rng import make_generator
-from ppltk.errors import ArgumentError
+from ppltk.errors import ArgumentError, ShapeError
 from ppltk.smc.kernel import FeynmanKac, init, step
 from ppltk.smc.population import Population
 from ppltk.smc.proposals import bootstrap
@@ -84,11 +84,30 @@ class StateSpaceFK(FeynmanKac):
     (the proposal, bootstrap by default) and :math:`G_t = g_t f_t / q_t`."""
 
     def __init__(self, ssm: Any, ys, proposal=None) -> None:
+        _check_observations(ssm, ys)
         self.ssm, self.ys, self.proposal = ssm, ys, proposal or bootstrap
         self.num_steps = len(ys)
 
     def advance(self, t, xp, shape, generator):
         return self.proposal(self.ssm, xp, t, self.ys[t], shape, generator)
+
+
+def _check_observations(ssm: Any, ys) -> None:
+    """``ys`` against the model's ``observation_shape`` (when it declares one): ``[T, *shape]``
+    or ``[T, *batch, *shape]``; a wrong trailing shape or a transposed series is refused."""
+    if ys is None or (isinstance(ys, torch.Tensor) and ys.ndim == 0):
+        raise ArgumentError(f"Expected observations `ys` shaped [T, ...], but found {ys!r}")
+    shape = getattr(ssm, "observation_shape", None)
+    if shape is None or not isinstance(ys, torch.Tensor):
+        return
+    shape = tuple(shape)
+    if ys.ndim < 1 + len(shape) or tuple(ys.shape[ys.ndim - len(shape) :]) != shape:
+        raise ShapeError(
+            f"Expected `ys` shaped [T, {', '.join(map(str, shape))}] (one observation of shape "
+            f"{list(shape)} per step), but found {list(ys.shape)}"
+        )
+    if not ys.is_floating_point():
+        raise ArgumentError(f"Expected floating-point observations, but found {ys.dtype}")
 
 
 def particle_filter(

@@ -76,6 +76,11 @@ class LinearGaussianSSM:
     def state_dim(self) -> int:
         return self.A.shape[-1]
 
+    @property
+    def observation_shape(self) -> tuple[int, ...]:
+        """Shape of one observation :math:`y_t`: ``(m,)`` (the filters check ``ys`` by it)."""
+        return (self.C.shape[-2],)
+
     @staticmethod
     def _p(mat: torch.Tensor) -> torch.Tensor:
         """Insert the particle dim before a matrix's last two dims."""
@@ -162,6 +167,8 @@ class StochasticVolatilitySSM:
 
     ``mu, phi, sigma`` are tensors with shape ``[*batch]`` (or scalars); states ``[*batch, N, 1]``.
     """
+
+    observation_shape = (1,)
 
     def __init__(self, mu, phi, sigma) -> None:
         self.mu, self.phi, self.sigma = (torch.as_tensor(v) for v in (mu, phi, sigma))

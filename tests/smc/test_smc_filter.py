@@ -147,3 +147,19 @@ def test_smc_zero_variance_observations():
     assert abs(float(out.log_evidence) - logz) < 1e-6
     torch.testing.assert_close(out.means, means, atol=1e-6, rtol=0)
     assert float(out.variances.max()) < 1e-12
+
+
+def test_smc_observation_shape_is_checked():
+    """Issue 14 item 8: wrongly shaped series are refused, not broadcast or cut short."""
+    from ppltk.errors import ShapeError
+
+    ssm2 = LinearGaussianSSM(*lg_model(2))
+    _, ys2 = ssm2.simulate(10, torch.Generator().manual_seed(0))
+    with pytest.raises(ShapeError, match=r"\[T, 2\]"):
+        particle_filter(ssm2, ys2[:, :1], 50)
+    ssm1 = LinearGaussianSSM(*lg_model(1))
+    _, ys1 = ssm1.simulate(10, torch.Generator().manual_seed(0))
+    with pytest.raises(ShapeError, match=r"\[T, 1\]"):
+        particle_filter(ssm1, ys1.T, 50)
+    out = particle_filter(ssm1, ys1, 50)  # the right shape still runs
+    assert out.log_evidence_increments.shape == (10,)

@@ -376,3 +376,18 @@ def test_smc_zero_likelihood_row_is_a_rejection_not_an_error():
         progress=False,
     )
     assert (torch.as_tensor(res.draws["theta"]) <= 0.5).all()
+
+
+def test_smc_resample_move_refuses_nan_and_zero_likelihoods():
+    """Issue 14 item 10: NaN log-likelihoods and all -inf are named errors, not NaN/-inf."""
+    from ppltk.errors import DegenerateWeightsError
+    from ppltk.smc import resample_move
+
+    z = torch.randn(50, 1, dtype=D, generator=torch.Generator().manual_seed(0))
+
+    def log_prior(u):
+        return -0.5 * u[:, 0] ** 2
+
+    for bad, match in ((math.nan, "NaN"), (-math.inf, "-inf")):
+        with pytest.raises(DegenerateWeightsError, match=match):
+            resample_move(log_prior, [lambda u, b=bad: torch.full_like(u[:, 0], b)], z)
