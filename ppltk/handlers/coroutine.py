@@ -13,8 +13,9 @@ distributions' argument validation flag are global; each switch swaps them, so t
 program and the driver (or any other Pyro code run between two observations) never see each
 other's handlers, and the program's random stream is its own (seeded once). The program runs
 without per-particle argument validation: :class:`~ppltk.smc.ProgramFK` validates the program
-once, in its prior run, and a non-finite weight raises
-:class:`~ppltk.errors.DegenerateWeightsError` naming the observation.
+once, in its prior run (or, without one, checks each observed value's support), and a
+non-finite weight raises :class:`~ppltk.errors.DegenerateWeightsError` naming the
+observation.
 """
 
 from __future__ import annotations
@@ -48,16 +49,39 @@ class ObservationSuspender(Messenger):
             if msg["infer"].get("_ppltk_replayed") and program.fixed_log_prob is not None:
                 lp = site_log_prob(msg)
                 if lp is not None:
-                    program.fixed_log_prob += plain(per_particle(lp, program.size, program.dim))
+                    program.fixed_log_prob += per_particle(plain(lp), program.size, program.dim)
             if not (msg["infer"].get("is_auxiliary") or msg["infer"].get("subsample")):
                 msg["value"] = as_particles(msg["value"], program.lineage)
                 program.latents[msg["name"]] = msg["value"]
             return
+        if program.check_observations:
+            _check_observed_support(msg)
         lp = site_log_prob(msg)
         if lp is None:  # a fully masked observation: zero log-weight
             lp = torch.zeros((), dtype=msg["value"].dtype, device=msg["value"].device)
-        log_weight = plain(per_particle(lp, program.size, program.dim)).detach()
+        log_weight = per_particle(plain(lp), program.size, program.dim).detach()
         greenlet.getcurrent().parent.switch((msg["name"], log_weight))
+
+
+def _check_observed_support(msg) -> None:
+    """An observed value outside its distribution's support is a named error (the particle
+    run skips the distributions' own argument validation; non-finite weights are caught by
+    the SMC step)."""
+    if msg.get("mask") is False:
+        return
+    fn, value = msg["fn"], msg["value"]
+    try:
+        inside = fn.support.check(value)
+    except (NotImplementedError, AttributeError):  # e.g. a factor's Unit distribution
+        return
+    mask = msg.get("mask")
+    if mask is not None and mask is not True:
+        inside = inside | ~mask
+    if not bool(plain(inside).all()):
+        raise ModelStructureError(
+            f"Expected the observation at site {msg['name']!r} inside the support "
+            f"{fn.support} of {type(fn).__name__}, but found values outside it"
+        )
 
 
 class _GlobalState:
@@ -109,7 +133,9 @@ class SuspendedProgram:
     record_fixed
         Sum the log-density of replayed latent values per particle (:attr:`fixed_log_prob`).
     validate
-        Keep the distributions' argument validation (off by default: validated elsewhere).
+        Check every observed value against its distribution's support (the distributions'
+        own argument validation is always off in the particle run: a parameter outside its
+        constraint shows as a non-finite weight, which the SMC step names).
     """
 
     def __init__(
@@ -134,7 +160,8 @@ class SuspendedProgram:
         self.num_observations = 0
         self.finished = False
         rng = torch.Generator().manual_seed(seed).get_state()
-        self._own = _GlobalState(rng, None if validate else False, seed)
+        self._own = _GlobalState(rng, False, seed)
+        self.check_observations = validate
         self._greenlet = greenlet(self._main)
 
     def _main(self):

@@ -119,6 +119,10 @@ class ParticleTensor(torch.Tensor):
 
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if func in _METADATA or getattr(func, "__self__", None) in _METADATA:
+            # shape, dtype, device...: the same for the wrapper and its data; no gather
+            with torch._C.DisableTorchFunctionSubclass():
+                return func(*args, **(kwargs or {}))
         found: list[ParticleTensor] = []
         args = _unwrap(args, found)
         if kwargs:
@@ -136,6 +140,25 @@ class ParticleTensor(torch.Tensor):
         if inplace:
             return found[0] if out is args[0] else out
         return _rewrap(out, found[0]._lineage, func)
+
+
+_METADATA = frozenset(
+    [
+        torch.Tensor.shape,
+        torch.Tensor.dtype,
+        torch.Tensor.device,
+        torch.Tensor.ndim,
+        torch.Tensor.layout,
+        torch.Tensor.is_cuda,
+        torch.Tensor.requires_grad,
+        torch.Tensor.size,
+        torch.Tensor.dim,
+        torch.Tensor.numel,
+        torch.Tensor.is_floating_point,
+        torch.Tensor.__len__,
+    ]
+)
+"""Tensor attributes and methods that read metadata only (gathering along dim 0 keeps it)."""
 
 
 def _unwrap(x, found: list):

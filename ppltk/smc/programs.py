@@ -201,8 +201,9 @@ class ProgramFK(FeynmanKac):
     By default one validated prior run (:class:`ProgramInfo`) finds the number of observations
     and the plate nesting first, and the particle run skips per-particle argument validation.
     With ``max_plate_nesting`` given (as Pyro's ``SMCFilter`` requires) there is no prior run:
-    the particle run validates its arguments and the end of the program is found when it
-    returns (one last step with :math:`G = 1`).
+    the particle run checks each observed value against its support (a parameter outside its
+    constraint shows as a non-finite weight, a named error) and the end of the program is
+    found when it returns (one last step with :math:`G = 1`).
     """
 
     def __init__(

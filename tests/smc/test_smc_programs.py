@@ -8,7 +8,7 @@ import pytest
 import torch
 from _smc_helpers import kalman_1d
 
-from ppltk.errors import ModelStructureError
+from ppltk.errors import DegenerateWeightsError, ModelStructureError
 from ppltk.handlers import Lineage, ParticleTensor
 from ppltk.smc import (
     LinearGaussianSSM,
@@ -327,8 +327,16 @@ def test_program_without_a_prior_run_given_the_plate_nesting():
         x = pyro.sample("x", dist.Normal(0.0, 1.0))
         pyro.sample("y", dist.Normal(x, -1.0), obs=ys[0])
 
-    with pytest.raises(ModelStructureError, match="scale"):
+    with pytest.raises(DegenerateWeightsError, match="NaN"):  # a parameter off its support
         smc(bad_scale, ys, num_particles=10, max_plate_nesting=0, progress=False)
+
+    def negative_waiting_time(ys):
+        rate = pyro.sample("rate", dist.Gamma(2.0, 1.0))
+        for t in range(3):
+            pyro.sample(f"y_{t}", dist.Exponential(rate), obs=ys[t].abs() - (t == 2) * 9.0)
+
+    with pytest.raises(ModelStructureError, match="'y_2' inside the support"):
+        smc(negative_waiting_time, ys, num_particles=10, max_plate_nesting=0, progress=False)
 
 
 def test_program_with_multivariate_sites_matches_kalman():
