@@ -96,6 +96,7 @@ def check_posterior(name: str, seed: int = 0) -> dict:
         "wall_s": wall,
         "divergences": int(result.attrs["num_divergences"]),
         "restarts": int(sum(result.attrs["num_restarts"])),
+        "mean_steps": float(np.mean(result.stats.get("n_steps", np.nan))),
         "warnings": sorted({str(w.message).splitlines()[0][:120] for w in caught}),
     }
 
@@ -109,7 +110,8 @@ def _report(out: dict) -> str:
     return (
         f"POSTERIORDB {out['name']}: max|z|={z:.2f} sd_ratio=[{min(ratios):.3f}, "
         f"{max(ratios):.3f}] max_rhat={rhat:.4f} min_ess={ess:.0f} "
-        f"divergences={out['divergences']} restarts={out['restarts']} wall={out['wall_s']:.1f}s"
+        f"divergences={out['divergences']} restarts={out['restarts']} "
+        f"mean_leapfrog={out['mean_steps']:.1f} wall={out['wall_s']:.1f}s"
     )
 
 
