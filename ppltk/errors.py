@@ -27,6 +27,7 @@ __all__ = [
     "InterruptedWarning",
     "NumericalFallbackWarning",
     "VectorisationWarning",
+    "CalibrationWarning",
 ]
 
 
@@ -106,3 +107,7 @@ class NumericalFallbackWarning(PpltkWarning):
 
 class VectorisationWarning(PpltkWarning):
     """A model could not be vectorised and runs in a slower loop."""
+
+
+class CalibrationWarning(PpltkWarning):
+    """A posterior failed its simulation-based calibration check (e.g. an amortized one)."""

@@ -44,11 +44,11 @@ from ppltk.calibration.sbc import SBCResult
 from ppltk.calibration.simulate import condition_on
 from ppltk.errors import (
     ArgumentError,
+    CalibrationWarning,
     CheckpointMismatchError,
     DegenerateWeightsError,
     FileFormatError,
     ModelStructureError,
-    PpltkWarning,
     ShapeError,
 )
 from ppltk.model import ModelBridge
@@ -63,10 +63,6 @@ __all__ = [
 
 _HEADS = ("gaussian", "mixture")
 _FORMAT = "ppltk.amortized/1"
-
-
-class CalibrationWarning(PpltkWarning):
-    """The amortized posterior failed its simulation-based calibration check."""
 
 
 @dataclass

@@ -29,6 +29,7 @@ CAPABILITIES: dict[str, str] = {
     "continual": "Sequential continual learning",
     "causal": "String-diagram causal surgery",
     "calibration": "Scale-out (Dask) and calibration",
+    "amortized": "Amortized inference",
 }
 
 

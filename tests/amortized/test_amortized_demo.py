@@ -1,6 +1,6 @@
 """The amortized-inference demo rows (``ppltk demo``) are produced and within their references."""
 
-from ppltk.amortized.demo import run_demo
+from ppltk.demo.amortized import run_demo
 
 
 def test_run_demo_fast(tmp_path):
