@@ -435,6 +435,8 @@ def machine() -> dict:
 
 def to_markdown(results: list[dict], info: dict) -> str:
     lines = [
+        "# Causal queries: ppltk vs pgmpy and y0 (one thread)",
+        "",
         "| network | nodes | queries | ppltk ms/query | ppltk first call ms | ppltk one-shot ms "
         "| pgmpy ms/query | speed-up | max abs diff |",
         "|---|---|---|---|---|---|---|---|---|",

@@ -210,7 +210,7 @@ def to_markdown(result: dict) -> str:
     if "skipped" in result:
         return "\n".join(lines + [result["skipped"], ""])
     lines += [
-        "## (c) Stochastic volatility, GBP/USD 1997-98 (T = 750), bootstrap filter",
+        "**(c) Stochastic volatility, GBP/USD 1997-98 (T = 750), bootstrap filter**",
         "",
         "| N | particles log Z (sd) | time | ppltk SSM log Z (sd) | time | speed | "
         "ppltk Pyro program (float32) log Z (sd) | time | speed |",
@@ -227,7 +227,7 @@ def to_markdown(result: dict) -> str:
     p = result["pima"]
     lines += [
         "",
-        "## (d) Tempered SMC, Pima logistic regression, equal budget",
+        "**(d) Tempered SMC, Pima logistic regression, equal budget**",
         "",
         f"Importance-sampling reference log p(y) = {p['reference']:.3f} "
         f"(se {p['reference_se']:.4f}); {p['seeds']} seeds each.",
