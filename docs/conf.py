@@ -42,7 +42,14 @@ extensions = [
     "sphinx.ext.mathjax",
     "sphinx.ext.viewcode",
 ]
-exclude_patterns = ["_build", "_static", "_templates", "examples", "conf.py", "**/.ipynb_checkpoints"]
+exclude_patterns = [
+    "_build",
+    "_static",
+    "_templates",
+    "examples",
+    "conf.py",
+    "**/.ipynb_checkpoints",
+]
 html_theme = "furo"
 html_title = f"ppltk {release}"
 autodoc_member_order = "bysource"
