@@ -354,3 +354,35 @@ def test_program_with_multivariate_sites_matches_kalman():
         ]
     )
     assert abs(errs.mean()) < 5 * errs.std() / math.sqrt(10) + errs.var() / 2 + 0.01, errs
+
+
+def test_program_branching_on_particle_values_with_where_matches_replay():
+    """Branching on a particle's value written with torch.where (a switching observation
+    noise): the run-once path and the replay path are the same algorithm, so their log Zhat
+    have the same law (two-sample check on 20 runs each)."""
+    _, ys = data(8, seed=7)
+
+    def switching(ys):
+        x = pyro.sample("x_0", dist.Normal(0.0, 1.0))
+        for t in range(len(ys)):
+            if t > 0:
+                x = pyro.sample(f"x_{t}", dist.Normal(A * x, 1.0))
+            scale = torch.where(x > 0, torch.tensor(0.5), torch.tensor(2.0))
+            pyro.sample(f"y_{t}", dist.Normal(x, scale), obs=ys[t])
+
+    once = torch.tensor(
+        [
+            smc(switching, ys, num_particles=300, seed=s, progress=False).log_evidence
+            for s in range(20)
+        ]
+    )
+    replay = torch.tensor(
+        [
+            smc(
+                switching, ys, num_particles=300, seed=100 + s, path="replay", progress=False
+            ).log_evidence
+            for s in range(20)
+        ]
+    )
+    se = math.sqrt(float(once.var() + replay.var()) / 20)
+    assert abs(float(once.mean() - replay.mean())) < 5 * se + 0.01, (once.mean(), replay.mean())
