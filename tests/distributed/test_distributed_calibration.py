@@ -172,7 +172,6 @@ def test_plot_ranks_returns_a_figure():
 
 
 def test_sbc_runs_string_methods_through_ppltk_mcmc():
-    pytest.importorskip("ppltk.mcmc")
     # smoke scale: the ranks come from ppltk.mcmc.sample draws (thinned), in 0..L
     res = sbc(
         normal_mean_model,
@@ -191,7 +190,6 @@ def test_sbc_runs_string_methods_through_ppltk_mcmc():
 
 @pytest.mark.slow
 def test_sbc_nuts_is_calibrated_on_conjugate_model():
-    pytest.importorskip("ppltk.mcmc")
     # N = 100, L = 19 (thin 2), 10 bins of 10 expected: NUTS on a 1-d Gaussian posterior is
     # near-independent after thinning, so a calibrated sampler passes at alpha = 0.01.
     res = sbc(
@@ -237,7 +235,6 @@ def test_sbc_counts_divergences_and_warns_once():
 
 
 def test_calibration_demo_rows(tmp_path):
-    pytest.importorskip("ppltk.smc")
     from ppltk.demo.calibration import run_demo
 
     rows = run_demo(fast=True, outdir=tmp_path)

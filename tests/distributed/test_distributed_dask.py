@@ -89,7 +89,6 @@ def test_unit_exception_is_raised_on_the_client(client):
 
 @pytest.mark.parametrize("method, chains_per_unit", [("nuts", 2), ("mh", 1)])
 def test_sample_chains_identical_local_and_dask(client, method, chains_per_unit):
-    pytest.importorskip("ppltk.mcmc")
     y = torch.linspace(-1.0, 2.0, 6)
     kw = dict(
         method=method,
@@ -145,7 +144,6 @@ def test_smc_islands_and_map_seeded_identical_local_and_dask(client):
     )
     np.testing.assert_array_equal(local["x"], remote["x"])
     assert local.log_evidence == remote.log_evidence
-    pytest.importorskip("ppltk.smc")  # the real tempered SMC, 2 small islands
     y = torch.linspace(-1.0, 1.0, 4)
     kw = dict(num_islands=2, num_particles=64, seed=2, progress=False)
     a = smc_islands(normal_mean_model, 4, y=y, **kw)
@@ -178,7 +176,6 @@ def decode_session(session, seed):
 
 
 def test_per_session_dkf_fits_identical_local_and_dask(client):
-    pytest.importorskip("ppltk.filtering")
     from ppltk.datasets.neural import simulate_neural_decoding
 
     sessions = [simulate_neural_decoding(10, 300, seed=s) for s in range(3)]

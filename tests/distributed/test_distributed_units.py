@@ -214,7 +214,6 @@ def test_smc_islands_requires_log_evidence_and_known_method():
 
 
 def test_smc_islands_with_tempered_smc_match_the_exact_evidence():
-    pytest.importorskip("ppltk.smc")
     from ppltk.calibration import normal_mean_model
 
     n = 8
