@@ -60,14 +60,9 @@ def simulate_neural_decoding(
     >>> tuple(X.shape), tuple(Z.shape), X.dtype
     ((10, 5), (10, 2), torch.float64)
     """
-    if not isinstance(num_neurons, int) or num_neurons < 1:
-        raise ArgumentError(f"Expected `num_neurons` a positive int, but found {num_neurons!r}")
-    if not isinstance(num_steps, int) or num_steps < 2:
-        raise ArgumentError(f"Expected `num_steps` an int >= 2, but found {num_steps!r}")
+    _check_sizes(num_neurons, num_steps, outlier_prob)
     if tuning not in ("cosine", "exponential"):
         raise ArgumentError(f"Expected `tuning` in ('cosine', 'exponential'), but found {tuning!r}")
-    if not 0.0 <= outlier_prob <= 1.0:
-        raise ArgumentError(f"Expected `outlier_prob` in [0, 1], but found {outlier_prob!r}")
     _check_positive(
         bin_ms=bin_ms,
         baseline_hz=baseline_hz,
@@ -88,17 +83,32 @@ def simulate_neural_decoding(
         rates = (base + mod * drive).clamp_min(0.0)
     else:
         rates = base * torch.exp(torch.log1p(mod / base) * drive)
-    dt = bin_ms / 1000.0
+    return _poisson_counts(rates, bin_ms, outlier_prob, outlier_hz, opts), Z
+
+
+def _check_sizes(num_neurons, num_steps, outlier_prob) -> None:
+    if not isinstance(num_neurons, int) or num_neurons < 1:
+        raise ArgumentError(f"Expected `num_neurons` a positive int, but found {num_neurons!r}")
+    if not isinstance(num_steps, int) or num_steps < 2:
+        raise ArgumentError(f"Expected `num_steps` an int >= 2, but found {num_steps!r}")
+    if not 0.0 <= outlier_prob <= 1.0:
+        raise ArgumentError(f"Expected `outlier_prob` in [0, 1], but found {outlier_prob!r}")
+
+
+def _poisson_counts(rates, bin_ms, outlier_prob, outlier_hz, opts) -> torch.Tensor:
+    """Counts ``Poisson(rates [T, n] * bin)``; with ``outlier_prob``, in each bin one random
+    channel gets ``Poisson(outlier_hz * bin)`` extra counts with that probability."""
+    dt, gen = bin_ms / 1000.0, opts["generator"]
     X = torch.poisson(rates * dt, generator=gen)
     if outlier_prob > 0:
+        num_steps, num_neurons = rates.shape
         hit = torch.rand(num_steps, **opts) < outlier_prob
         channel = torch.randint(num_neurons, (num_steps,), generator=gen, device=gen.device)
-        extra = torch.poisson(
-            torch.full((num_steps,), outlier_hz * dt, dtype=dtype, device=gen.device), generator=gen
-        )
+        mean = torch.full((num_steps,), outlier_hz * dt, dtype=rates.dtype, device=gen.device)
+        extra = torch.poisson(mean, generator=gen)
         rows = torch.nonzero(hit).squeeze(-1)
         X[rows, channel[rows]] += extra[rows]
-    return X, Z
+    return X
 
 
 def _check_device_and_dtype(device, dtype) -> None:

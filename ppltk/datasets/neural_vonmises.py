@@ -25,7 +25,13 @@ import math
 import torch
 
 from ppltk._rng import make_generator
-from ppltk.datasets.neural import _ar1_velocity, _check_device_and_dtype, _check_positive
+from ppltk.datasets.neural import (
+    _ar1_velocity,
+    _check_device_and_dtype,
+    _check_positive,
+    _check_sizes,
+    _poisson_counts,
+)
 from ppltk.errors import ArgumentError
 
 __all__ = ["simulate_vonmises_neurons"]
@@ -59,17 +65,12 @@ def simulate_vonmises_neurons(
     >>> tuple(X.shape), tuple(Z.shape)
     ((10, 5), (10, 2))
     """
-    if not isinstance(num_neurons, int) or num_neurons < 1:
-        raise ArgumentError(f"Expected `num_neurons` a positive int, but found {num_neurons!r}")
-    if not isinstance(num_steps, int) or num_steps < 2:
-        raise ArgumentError(f"Expected `num_steps` an int >= 2, but found {num_steps!r}")
+    _check_sizes(num_neurons, num_steps, outlier_prob)
     low, high = concentration
     if not 0.0 <= low <= high:
         raise ArgumentError(
             f"Expected `concentration` (low, high) with 0 <= low <= high, but found {concentration!r}"
         )
-    if not 0.0 <= outlier_prob <= 1.0:
-        raise ArgumentError(f"Expected `outlier_prob` in [0, 1], but found {outlier_prob!r}")
     if not speed_exponent >= 0:
         raise ArgumentError(f"Expected `speed_exponent` >= 0, but found {speed_exponent!r}")
     _check_positive(
@@ -91,14 +92,4 @@ def simulate_vonmises_neurons(
     gain = (Z.norm(dim=-1, keepdim=True) / velocity_std).pow(speed_exponent)  # [T, 1]
     bump = torch.exp(kappa * (torch.cos(theta - preferred) - 1.0))  # [T, n]
     rates = base + mod * gain * bump
-    dt = bin_ms / 1000.0
-    X = torch.poisson(rates * dt, generator=gen)
-    if outlier_prob > 0:
-        hit = torch.rand(num_steps, **opts) < outlier_prob
-        channel = torch.randint(num_neurons, (num_steps,), generator=gen, device=gen.device)
-        extra = torch.poisson(
-            torch.full((num_steps,), outlier_hz * dt, dtype=dtype, device=gen.device), generator=gen
-        )
-        rows = torch.nonzero(hit).squeeze(-1)
-        X[rows, channel[rows]] += extra[rows]
-    return X, Z
+    return _poisson_counts(rates, bin_ms, outlier_prob, outlier_hz, opts), Z
