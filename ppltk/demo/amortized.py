@@ -11,19 +11,13 @@ import pyro.distributions as dist
 import torch
 
 from ppltk.amortized.posterior import CalibrationWarning, fit_amortized
+from ppltk.demo._rows import row_maker
 
 CAPABILITY = "Amortized inference"
 N_OBS, PRIOR_SD = 10, 2.0
 
 
-def _row(check: str, value, reference, figure=None) -> dict:
-    return {
-        "capability": CAPABILITY,
-        "check": check,
-        "value": value,
-        "reference": reference,
-        "figure": figure,
-    }
+_row = row_maker(CAPABILITY)
 
 
 def _model(y):

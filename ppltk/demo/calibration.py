@@ -9,18 +9,12 @@ import torch
 
 from ppltk.calibration.examples import NormalMeanPosterior, normal_mean_model
 from ppltk.calibration.sbc import sbc
+from ppltk.demo._rows import row_maker
 
 CAPABILITY = "Scale-out (Dask) and calibration"
 
 
-def _row(check: str, value, reference, figure=None) -> dict:
-    return {
-        "capability": CAPABILITY,
-        "check": check,
-        "value": value,
-        "reference": reference,
-        "figure": figure,
-    }
+_row = row_maker(CAPABILITY)
 
 
 def _sbc_rows(fast: bool, outdir: Path) -> list[dict]:

@@ -15,19 +15,13 @@ from ppltk.continual.metrics import plot_accuracy_matrix
 from ppltk.continual.protocl import ProtoCL
 from ppltk.continual.sequential import JointHMC, SequentialBayes
 from ppltk.datasets.continual_tasks import toy_blob_tasks
+from ppltk.demo._rows import row_maker
 from ppltk.mcmc import HMC
 
 CAPABILITY = "Sequential continual learning"
 
 
-def _row(check, value, reference, figure=None) -> dict:
-    return {
-        "capability": CAPABILITY,
-        "check": check,
-        "value": value,
-        "reference": reference,
-        "figure": figure,
-    }
+_row = row_maker(CAPABILITY)
 
 
 def _network(num_classes: int) -> torch.nn.Module:

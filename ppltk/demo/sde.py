@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from ppltk.demo._rows import row_maker
 from ppltk.sde.fbm import davies_harte, hurst_gaussian_mle, hurst_variogram
 from ppltk.sde.markov_fbm import MarkovFBM
 from ppltk.sde.variational import VariationalFractionalSDE
@@ -13,14 +14,7 @@ from ppltk.sde.variational import VariationalFractionalSDE
 CAPABILITY = "Fractional-noise SDE inference"
 
 
-def _row(check: str, value: float, reference: float, figure=None) -> dict:
-    return {
-        "capability": CAPABILITY,
-        "check": check,
-        "value": value,
-        "reference": reference,
-        "figure": figure,
-    }
+_row = row_maker(CAPABILITY)
 
 
 def _figure(results: dict, posterior, outdir: Path) -> str:

@@ -9,20 +9,14 @@ import pyro
 import pyro.distributions as dist
 import torch
 
+from ppltk.demo._rows import row_maker
 from ppltk.smc import LinearGaussianSSM, particle_filter, smc, tempered_smc_flat
 from ppltk.smc._kalman import kalman_filter
 
 D = torch.float64
 
 
-def _row(check, value, reference, figure=None) -> dict:
-    return {
-        "capability": "Composable SMC",
-        "check": check,
-        "value": value,
-        "reference": reference,
-        "figure": figure,
-    }
+_row = row_maker("Composable SMC")
 
 
 def _lg_model() -> LinearGaussianSSM:
