@@ -60,14 +60,11 @@ def logdensity_without_grad(log_density: Callable[[torch.Tensor], torch.Tensor])
 
 def weighted_covariance(x: torch.Tensor, log_weights: torch.Tensor | None = None) -> torch.Tensor:
     r"""Weighted covariance :math:`\sum_i W^i (x^i - \bar x)(x^i - \bar x)^\top` of
-    ``x [N, D]`` (equal weights when ``log_weights`` is ``None``), accumulated in float64."""
-    xd = x.double()
-    if log_weights is None:
-        w = torch.full(x.shape[:1], 1.0 / x.shape[0], dtype=torch.float64, device=x.device)
-    else:
-        w = torch.softmax(log_weights.double(), -1)
-    centred = xd - w @ xd
-    return ((centred * w[:, None]).mT @ centred).to(x.dtype)
+    ``x [N, D]`` (equal weights when ``log_weights`` is ``None``): ``torch.cov`` with
+    ``aweights`` and no bias correction, in float64."""
+    weights = None if log_weights is None else torch.softmax(log_weights.double(), -1)
+    cov = torch.cov(x.double().T, correction=0, aweights=weights)
+    return cov.reshape(x.shape[-1], x.shape[-1]).to(x.dtype)
 
 
 def population_params(

@@ -28,11 +28,13 @@ from ppltk._progress import progress_bar
 from ppltk._rng import make_generator
 from ppltk.errors import ArgumentError, ShapeError
 from ppltk.mcmc import MCMCState, Params, RandomWalkMH
+from ppltk.mcmc._base import where
 from ppltk.results import Result
 from ppltk.smc.filter import particle_filter
+from ppltk.smc.population import Population
 from ppltk.smc.programs import ProgramFK, ProgramInfo
 
-__all__ = ["PseudoMarginalMH", "PseudoMarginalState", "pmmh", "batched_log_likelihood"]
+__all__ = ["PseudoMarginalMH", "PseudoMarginalState", "pmmh", "ssm_estimator"]
 
 
 @dataclass
@@ -46,10 +48,23 @@ class PseudoMarginalState:
 
 
 def _select(accept: torch.Tensor, new: Any, old: Any) -> Any:
+    """Row-wise ``accept ? new : old`` over tensors, dicts and populations (``None``: old)."""
+    if new is None:
+        return old
+    if isinstance(new, Population):
+        return Population(
+            *(
+                _select(accept, a, b)
+                for a, b in zip(
+                    (new.particles, new.log_weights, new.log_evidence),
+                    (old.particles, old.log_weights, old.log_evidence),
+                )
+            )
+        )
     if isinstance(new, dict):
         return {k: _select(accept, new[k], old[k]) for k in new}
     if isinstance(new, torch.Tensor):
-        return torch.where(accept.reshape(accept.shape + (1,) * (new.ndim - 1)), new, old)
+        return where(accept, new, old)
     return new
 
 
@@ -97,26 +112,24 @@ class PseudoMarginalMH:
         return PseudoMarginalState(out.position, out.lp, aux), {**info, "accepted": accept}
 
 
-def batched_log_likelihood(make_ssm, ys, theta, num_particles, generator, **pf) -> torch.Tensor:
-    r""":math:`\log\hat p_N(y\mid\theta)` for each row of ``theta [B, D]`` (one batched filter)."""
-    out = particle_filter(
-        make_ssm(theta), ys, num_particles, batch_shape=theta.shape[:1], seed=generator, **pf
-    )
-    return out.log_evidence
-
-
-def ssm_estimator(make_ssm, log_prior, ys, num_particles, generator, **pf) -> Callable:
-    r"""``theta [C, D] -> (log p(theta) + log p_N(y | theta) [C], None)``; rows outside the
-    prior's support get :math:`-\infty` without a filter run on them."""
+def ssm_estimator(
+    make_ssm, log_prior, ys, num_particles, generator, keep_filter: bool = False, **pf
+) -> Callable:
+    r"""``theta [C, D] -> (log p(theta) + log p_N(y | theta) [C], aux)``; rows outside the
+    prior's support get :math:`-\infty` without a filter run on them. ``aux`` is the filters'
+    final :class:`~ppltk.smc.Population` with ``keep_filter=True`` (SMC²), else ``None``."""
 
     def estimate(theta: torch.Tensor):
         lp = log_prior(theta)
         valid = torch.isfinite(lp)
-        safe = torch.where(valid[:, None], theta, theta[valid][:1].expand_as(theta))
         if not bool(valid.any()):
             return torch.full_like(lp, -math.inf), None
-        ll = batched_log_likelihood(make_ssm, ys, safe, num_particles, generator, **pf)
-        return torch.where(valid, lp + ll.to(lp.dtype), -math.inf), None
+        safe = torch.where(valid[:, None], theta, theta[valid][:1].expand_as(theta))
+        out = particle_filter(
+            make_ssm(safe), ys, num_particles, batch_shape=theta.shape[:1], seed=generator, **pf
+        )
+        target = torch.where(valid, lp + out.log_evidence.to(lp.dtype), -math.inf)
+        return target, (out.population if keep_filter else None)
 
     return estimate
 

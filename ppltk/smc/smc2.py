@@ -20,7 +20,6 @@ A :math:`\theta`-particle whose filter finds zero likelihood gets zero weight.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
@@ -29,33 +28,13 @@ from ppltk._progress import progress_bar
 from ppltk._rng import make_generator
 from ppltk.mcmc import Params
 from ppltk.results import Result
-from ppltk.smc.filter import StateSpaceFK, particle_filter
+from ppltk.smc.filter import StateSpaceFK
 from ppltk.smc.kernel import SMCState, init, step
-from ppltk.smc.pmmh import PseudoMarginalMH
+from ppltk.smc.pmmh import PseudoMarginalMH, PseudoMarginalState, ssm_estimator
 from ppltk.smc.population import Population, reindex
 from ppltk.smc.resampling import get_resampler, resample
 
 __all__ = ["smc2"]
-
-
-def _as_aux(pop: Population) -> dict:
-    return {"particles": pop.particles, "log_weights": pop.log_weights, "ev": pop.log_evidence}
-
-
-def _filter_estimator(make_ssm, log_prior, ys, num_x, generator, pf) -> Callable:
-    """``theta [M, D] -> (log p(theta) + log p_N(y_{0:t} | theta), final inner population)``."""
-
-    def estimate(theta):
-        lp = log_prior(theta)
-        valid = torch.isfinite(lp)
-        safe = torch.where(valid[:, None], theta, theta[valid][:1].expand_as(theta))
-        out = particle_filter(
-            make_ssm(safe), ys, num_x, batch_shape=theta.shape[:1], seed=generator, **pf
-        )
-        target = torch.where(valid, lp + out.log_evidence.to(lp.dtype), -math.inf)
-        return target, _as_aux(out.population)
-
-    return estimate
 
 
 def _rejuvenate(theta, inner, make_ssm, log_prior, ys_seen, num_x, num_moves, generator, pf):
@@ -67,15 +46,12 @@ def _rejuvenate(theta, inner, make_ssm, log_prior, ys_seen, num_x, num_moves, ge
     params = Params(
         torch.full_like(theta[:, 0], 2.38 / dim**0.5), cov.expand(len(theta), dim, dim).clone()
     )
-    estimate = _filter_estimator(make_ssm, log_prior, ys_seen, num_x, generator, pf)
+    estimate = ssm_estimator(make_ssm, log_prior, ys_seen, num_x, generator, True, **pf)
     lp = log_prior(theta) + inner.log_evidence_estimate().to(theta.dtype)
-    from ppltk.smc.pmmh import PseudoMarginalState
-
-    chain = PseudoMarginalState(theta, lp, _as_aux(inner))
+    chain = PseudoMarginalState(theta, lp, inner)
     for _ in range(num_moves):
         chain, _ = kernel.step(chain, estimate, params, generator)
-    aux = chain.aux
-    return chain.position, Population(aux["particles"], aux["log_weights"], aux["ev"])
+    return chain.position, chain.aux
 
 
 def smc2(
