@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.distributions import biject_to
 
 from ppltk._progress import progress_bar
 from ppltk._rng import make_generator
@@ -32,7 +31,7 @@ from ppltk.mcmc._base import where
 from ppltk.results import Result
 from ppltk.smc.filter import particle_filter
 from ppltk.smc.population import Population
-from ppltk.smc.programs import ProgramFK, ProgramInfo
+from ppltk.smc.programs import ProgramFK, ProgramInfo, SiteTransforms
 
 __all__ = ["PseudoMarginalMH", "PseudoMarginalState", "pmmh", "ssm_estimator"]
 
@@ -159,31 +158,18 @@ class ProgramEstimator:
             generator,
             pf,
         )
-        self.shapes = [self.info.latent_shapes[p] for p in self.parameters]
-        self.sizes = [math.prod(s) for s in self.shapes]
-        self.transforms = [biject_to(self.info.supports[p]) for p in self.parameters]
+        self.space = SiteTransforms(self.parameters, self.info.supports, self.info.latent_shapes)
 
     @property
     def dim(self) -> int:
-        return sum(self.sizes)
+        return self.space.dim
 
     def constrain(self, u: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """``{site: [C, *shape]}`` and the log-Jacobian ``[C]`` for ``u [C, D]``."""
-        values, log_jac, start = {}, torch.zeros_like(u[:, 0]), 0
-        for name, shape, size, tr in zip(self.parameters, self.shapes, self.sizes, self.transforms):
-            x = u[:, start : start + size].reshape((-1,) + shape)
-            y = tr(x)
-            ladj = tr.log_abs_det_jacobian(x, y)
-            log_jac = log_jac + ladj.reshape(len(u), -1).sum(-1)
-            values[name], start = y, start + size
-        return values, log_jac
+        return self.space.constrain(u)
 
     def unconstrain(self, values: dict[str, torch.Tensor]) -> torch.Tensor:
-        parts = [
-            tr.inv(torch.as_tensor(values[p])).reshape(-1, size)
-            for p, size, tr in zip(self.parameters, self.sizes, self.transforms)
-        ]
-        return torch.cat(parts, -1)
+        return self.space.unconstrain(values)
 
     def __call__(self, u: torch.Tensor):
         values, log_jac = self.constrain(u)

@@ -45,6 +45,7 @@ from ppltk.handlers import (
 )
 from ppltk.handlers.particles import site_log_prob
 from ppltk.smc.kernel import FeynmanKac
+from ppltk.smc.moves import mcmc_move, population_params
 
 __all__ = [
     "ProgramFK",
@@ -53,6 +54,7 @@ __all__ = [
     "PyroStateSpace",
     "ReplayProgram",
     "ResampleMoveFK",
+    "SiteTransforms",
 ]
 
 
@@ -339,6 +341,40 @@ class ReplayProgram:
         return {n: v.reshape((num,) + self.latent_shapes[n]) for n, v in values.items()}
 
 
+class SiteTransforms:
+    r"""Latent sites laid end to end in one unconstrained vector per row: site ``s`` with
+    support :math:`S_s` maps through Pyro's ``biject_to(S_s)``; ``row_shapes`` are the sites'
+    shapes without the leading row (chain or particle) dim."""
+
+    def __init__(self, names, supports: dict, row_shapes: dict) -> None:
+        self.names = list(names)
+        self.shapes = [tuple(row_shapes[n]) for n in self.names]
+        self.sizes = [math.prod(shape) for shape in self.shapes]
+        self.transforms = [biject_to(supports[n]) for n in self.names]
+
+    @property
+    def dim(self) -> int:
+        return sum(self.sizes)
+
+    def constrain(self, u: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """``{site: [R, *shape]}`` and the log-Jacobian ``[R]`` for ``u [R, D]``."""
+        values, log_jac, start = {}, torch.zeros_like(u[:, 0]), 0
+        for name, shape, size, tr in zip(self.names, self.shapes, self.sizes, self.transforms):
+            x = u[:, start : start + size].reshape(u.shape[:1] + shape)
+            values[name], start = tr(x), start + size
+            ladj = tr.log_abs_det_jacobian(x, values[name])
+            log_jac = log_jac + ladj.reshape(len(u), -1).sum(-1)
+        return values, log_jac
+
+    def unconstrain(self, values: dict) -> torch.Tensor:
+        """``[R, D]`` from ``{site: [R, *shape]}``."""
+        parts = [
+            tr.inv(torch.as_tensor(values[n])).reshape(-1, size)
+            for n, size, tr in zip(self.names, self.sizes, self.transforms)
+        ]
+        return torch.cat(parts, -1)
+
+
 class ResampleMoveFK(FeynmanKac):
     r"""Resample-move SMC on any Pyro program (monad-bayes' ``rmsmc``), on the replay path.
 
@@ -394,29 +430,17 @@ class ResampleMoveFK(FeynmanKac):
         sites = self.blocks[t] if self.block == "latest" else [n for b in self.blocks for n in b]
         if not sites:
             return values
-        transforms = [biject_to(self.program.info.supports[n]) for n in sites]
-        shapes = [values[n].shape for n in sites]
-        u = torch.cat([tr.inv(values[n]).reshape(num, -1) for n, tr in zip(sites, transforms)], -1)
+        shapes = {n: values[n].shape[1:] for n in sites}
+        space = SiteTransforms(sites, self.program.info.supports, shapes)
 
         def log_density(z):
-            new, log_jac, start = dict(values), 0.0, 0
-            for n, tr, shape in zip(sites, transforms, shapes):
-                size = math.prod(shape[1:])
-                x = z[:, start : start + size].reshape(shape)
-                new[n], start = tr(x), start + size
-                ladj = tr.log_abs_det_jacobian(x, new[n])
-                log_jac = log_jac + ladj.reshape(num, -1).sum(-1)
-            trace = self.program.run(new, num, stop_after=t)
+            moved, log_jac = space.constrain(z)
+            trace = self.program.run({**values, **moved}, num, stop_after=t)
             return _trace_log_weight(trace, num, -(self.program.nesting + 1), None) + log_jac
 
-        from ppltk.smc.moves import mcmc_move, population_params
-
+        u = space.unconstrain(values)
         params = population_params(self.kernel, u)
         state, info = mcmc_move(self.kernel, log_density, u, self.num_moves, generator, params)
         self.accept_prob.append(float(info["accept_prob"].mean()))
-        out, start = dict(values), 0
-        for n, tr, shape in zip(sites, transforms, shapes):
-            size = math.prod(shape[1:])
-            out[n] = tr(state.position[:, start : start + size].reshape(shape)).detach()
-            start += size
-        return out
+        moved, _ = space.constrain(state.position)
+        return {**values, **{n: v.detach() for n, v in moved.items()}}
