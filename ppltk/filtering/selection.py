@@ -23,6 +23,7 @@ import time
 
 import torch
 
+from ppltk import gaussian
 from ppltk.errors import ArgumentError
 from ppltk.filtering.regressors import (
     GPRegressor,
@@ -54,11 +55,7 @@ def auto_candidate(name: str, seed=0):
 
 def gaussian_row_loglik(residuals: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:
     r""":math:`\log N(r_i; 0, Q_i)` per row ``[N]`` for residuals ``[N, d]``, ``Q [N, d, d]``."""
-    L = torch.linalg.cholesky(Q)
-    white = torch.linalg.solve_triangular(L, residuals.unsqueeze(-1), upper=False).squeeze(-1)
-    log_det = 2.0 * torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
-    d = residuals.shape[-1]
-    return -0.5 * (white.pow(2).sum(-1) + log_det + d * math.log(2.0 * math.pi))
+    return gaussian.log_prob(residuals, torch.linalg.cholesky(Q))
 
 
 def _cross_fitted_loglik(covariance, X: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
