@@ -1,22 +1,29 @@
-"""NUTS throughput: Pyro's NUTS vs ppltk's batched NUTS, side by side in one process.
+"""NUTS throughput: ppltk's batched NUTS vs Pyro's NUTS and NumPyro's vectorized NUTS.
 
-Models: eight schools (non-centred, 10 unconstrained dims) and Bayesian logistic regression
-(N=1000, D=25, 26 dims). Both samplers run 4 chains of 1000 warm-up + 1000 draws (``--quick``:
-200 + 200) on one torch thread; Pyro's chains run one after another in this process (its
-one-process mode), ppltk's chains run as one batch. Metric: minimum bulk
-ESS over all parameters (ArviZ) divided by wall time including warm-up.
+Models (``ppltk.mcmc.targets``, NumPyro translations below): eight schools (non-centred, 10
+unconstrained dims), Bayesian logistic regression (N=1000, D=25, 26 dims) and a varying-
+intercept hierarchical regression (50 groups, 1073 observations, 54 dims). Each library runs
+4 chains at 500 + 500 and 1000 + 1000 iterations (``--quick``: 200 + 200) on one thread.
 
-Rows: ``pyro`` (Pyro NUTS on the Pyro model), ``ppltk`` (``ppltk.mcmc.sample`` on the same
-Pyro model with its defaults: for 1000+1000 iterations the captured graph is compiled by
-``torch.compile``, compilation time included), ``ppltk-fx`` (the captured graph replayed
-uncompiled), ``ppltk-eager`` (the bridge re-running the model each step) and ``ppltk-flat`` (``ppltk.mcmc.sample_flat`` on the
-same density written by hand in torch, which shows the kernel's own cost without the bridge).
-Ratios are ppltk/Pyro. Besides wall time the process CPU time is reported: on a shared machine
-it is the fairer clock (every run here is single-threaded).
+Every run is a **fresh Python process** (a worker of this script), so what is timed is what a
+user waits for on a first call in a new session: compilation included (TorchInductor for
+ppltk, XLA for NumPyro), interpreter start and imports excluded. ``cold`` runs start from an
+empty compile cache, ``warm`` runs from the cache the cold run left (ppltk's TorchInductor
+cache, ``ppltk.model.graph.inductor_cache_dir``; JAX's persistent compilation cache for
+NumPyro), so a warm run is "the second time this model is run on this machine".
 
-Usage: ``python benchmarks/mcmc.py [--quick]``; writes benchmarks/results/mcmc.json and .md.
-``--scaling`` instead runs ppltk alone on the hand-written eight-schools density with 1, 4, 16
-and 64 chains (500 + 500 draws) and writes mcmc_scaling.json/.md.
+Rows: ``pyro`` (Pyro NUTS, chains one after another in the process, its one-process mode),
+``numpyro`` (``chain_method="vectorized"``: one XLA computation for all chains), ``ppltk``
+(``ppltk.mcmc.sample`` defaults: ``backend="auto"``), ``ppltk-fx`` (the captured graph
+replayed, nothing compiled). Metric: minimum bulk ESS over all parameters (ArviZ) per second,
+warm-up included; ratios are against NumPyro (same ``cache`` column) and Pyro. Both the wall
+clock and the process CPU time are reported: on a shared machine CPU time is the fairer
+clock (XLA may use more than one thread even when asked for one; then CPU > wall).
+
+Usage: ``python benchmarks/mcmc.py [--quick] [--no-pyro]``; writes
+benchmarks/results/mcmc.json and .md (``_quick`` with ``--quick``). ``--scaling`` instead runs
+ppltk alone on the hand-written eight-schools density with 1, 4, 16 and 64 chains (500 + 500
+draws) and writes mcmc_scaling.json/.md.
 """
 
 from __future__ import annotations
@@ -25,32 +32,34 @@ import argparse
 import json
 import os
 import platform
+import subprocess
+import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
-from unittest import mock
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault(
+    "XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+)
 import arviz as az
 import numpy as np
-import pyro
 import torch
-from pyro.infer import MCMC
-from pyro.infer import NUTS as PyroNUTS
 
 from ppltk.errors import DivergenceWarning
-from ppltk.mcmc import sample, sample_flat
+from ppltk.mcmc import sample_flat
 from ppltk.mcmc.targets import (
     EIGHT_SCHOOLS_SIGMA,
     EIGHT_SCHOOLS_Y,
-    eight_schools_noncentered,
-    logistic_regression,
+    hierarchical_regression_data,
     logistic_regression_data,
 )
 
 torch.set_num_threads(1)
 CHAINS = 4
 RESULTS = Path(__file__).parent / "results"
+PROBLEMS = ("eight_schools", "logistic_regression", "hierarchical_regression")
 
 
 def min_bulk_ess(draws: dict[str, np.ndarray]) -> float:
@@ -73,16 +82,6 @@ def _eight_schools_flat():
     return logp, 10
 
 
-def _logistic_flat(x, y):
-    def logp(z):
-        w, b = z[:, :-1], z[:, -1]
-        logits = w @ x.T + b[:, None]
-        lik = (y * logits - torch.nn.functional.softplus(logits)).sum(-1)
-        return lik - 0.5 * (w**2).sum(-1) - 0.5 * b**2
-
-    return logp, x.shape[1] + 1
-
-
 def _with_grad(logp):
     def logdensity_and_grad(z):
         with torch.enable_grad():
@@ -94,34 +93,6 @@ def _with_grad(logp):
     return logdensity_and_grad
 
 
-def run_pyro(model, args, warmup, samples):
-    pyro.set_rng_seed(0)
-    start, cpu = time.perf_counter(), time.process_time()
-    # Pyro runs chains in worker processes when CPUs are free; pretend there is one CPU so
-    # that its chains run one after another in this process (one thread, as ppltk).
-    with mock.patch("pyro.infer.mcmc.api.mp.cpu_count", return_value=1), \
-            warnings.catch_warnings():  # fmt: skip
-        warnings.simplefilter("ignore", UserWarning)  # "Chains will be drawn sequentially"
-        mcmc = MCMC(PyroNUTS(model), num_samples=samples, warmup_steps=warmup,
-                    num_chains=CHAINS, disable_progbar=True)  # fmt: skip
-        mcmc.run(*args)
-    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
-    draws = {k: v.numpy() for k, v in mcmc.get_samples(group_by_chain=True).items()}
-    divergences = sum(len(v) for v in mcmc.diagnostics()["divergences"].values())
-    return wall, cpu, draws, divergences
-
-
-def run_ppltk(model, args, warmup, samples, backend="auto"):
-    """ppltk NUTS on the Pyro model; ``backend`` as in ModelBridge (compile time included)."""
-    start, cpu = time.perf_counter(), time.process_time()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DivergenceWarning)
-        res = sample(model, *args, num_chains=CHAINS, num_warmup=warmup, num_samples=samples,
-                     seed=0, progress=False, backend=backend)  # fmt: skip
-    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
-    return wall, cpu, res.draws, res.attrs["num_divergences"]
-
-
 def run_flat(logp, dim, warmup, samples, chains=CHAINS):
     init = torch.rand(chains, dim, generator=torch.Generator().manual_seed(0)) * 4 - 2
     start, cpu = time.perf_counter(), time.process_time()
@@ -131,43 +102,6 @@ def run_flat(logp, dim, warmup, samples, chains=CHAINS):
                           seed=0, progress=False)  # fmt: skip
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     return wall, cpu, {"z": out.positions.numpy()}, out.num_divergences
-
-
-def main(quick: bool) -> list[dict]:
-    warmup = samples = 200 if quick else 1000
-    x, y = logistic_regression_data(1000, 25)
-    sigma, ys = torch.tensor(EIGHT_SCHOOLS_SIGMA), torch.tensor(EIGHT_SCHOOLS_Y)
-    problems = {
-        "eight_schools_noncentered": (
-            eight_schools_noncentered,
-            (sigma, ys),
-            _eight_schools_flat(),
-        ),
-        "logistic_regression_N1000_D25": (logistic_regression, (x, y), _logistic_flat(x, y)),
-    }
-    rows = []
-    for name, (model, args, (logp, dim)) in problems.items():
-        runs = [
-            ("pyro", run_pyro, (model, args)),
-            ("ppltk-eager", run_ppltk, (model, args, "eager")),
-            ("ppltk-fx", run_ppltk, (model, args, "fx")),
-            ("ppltk", run_ppltk, (model, args)),
-            ("ppltk-flat", run_flat, (logp, dim)),
-        ]
-        base = None
-        for method, fn, fn_args in runs:
-            wall, cpu, draws, divergences = fn(*fn_args[:2], warmup, samples, *fn_args[2:])
-            ess = min_bulk_ess(draws)
-            row = {"model": name, "method": method, "chains": CHAINS, "warmup": warmup,
-                   "samples": samples, "min_bulk_ess": round(ess, 1), "wall_s": round(wall, 2),
-                   "cpu_s": round(cpu, 2), "ess_per_s": round(ess / wall, 2),
-                   "ess_per_cpu_s": round(ess / cpu, 2), "divergences": divergences}  # fmt: skip
-            base = row if method == "pyro" else base
-            row["ratio_vs_pyro"] = round(row["ess_per_s"] / base["ess_per_s"], 2)
-            row["cpu_ratio_vs_pyro"] = round(row["ess_per_cpu_s"] / base["ess_per_cpu_s"], 2)
-            rows.append(row)
-            print(row, flush=True)
-    return rows
 
 
 def chain_scaling(warmup: int, samples: int, device: str = "cpu") -> list[dict]:
@@ -191,25 +125,181 @@ def chain_scaling(warmup: int, samples: int, device: str = "cpu") -> list[dict]:
     return rows
 
 
+def _torch_problem(name: str):
+    """``(Pyro model, args)`` of a benchmark problem, float64 data."""
+    from ppltk.mcmc import targets
+
+    if name == "eight_schools":
+        sigma = torch.tensor(EIGHT_SCHOOLS_SIGMA, dtype=torch.float64)
+        return targets.eight_schools_noncentered, (sigma, torch.tensor(EIGHT_SCHOOLS_Y))
+    if name == "logistic_regression":
+        return targets.logistic_regression, logistic_regression_data(1000, 25)
+    return targets.hierarchical_regression, hierarchical_regression_data(50, 20)
+
+
+def _numpyro_problem(name: str):
+    """The same models in NumPyro, on the same data."""
+    import numpyro
+    import numpyro.distributions as nd
+
+    def eight_schools(sigma, y):
+        mu = numpyro.sample("mu", nd.Normal(0.0, 5.0))
+        tau = numpyro.sample("tau", nd.HalfCauchy(5.0))
+        with numpyro.plate("J", sigma.shape[0]):
+            theta_raw = numpyro.sample("theta_raw", nd.Normal(0.0, 1.0))
+            numpyro.sample("y", nd.Normal(mu + tau * theta_raw, sigma), obs=y)
+
+    def logistic_regression(x, y):
+        w = numpyro.sample("w", nd.Normal(np.zeros(x.shape[1]), 1.0).to_event(1))
+        b = numpyro.sample("b", nd.Normal(0.0, 1.0))
+        with numpyro.plate("N", x.shape[0]):
+            numpyro.sample("y", nd.Bernoulli(logits=x @ w + b), obs=y)
+
+    def hierarchical_regression(group, x, num_groups, y):
+        mu_a = numpyro.sample("mu_a", nd.Normal(0.0, 5.0))
+        tau_a = numpyro.sample("tau_a", nd.HalfNormal(2.5))
+        beta = numpyro.sample("beta", nd.Normal(0.0, 2.5))
+        sigma = numpyro.sample("sigma", nd.HalfNormal(2.5))
+        with numpyro.plate("groups", num_groups):
+            a_raw = numpyro.sample("a_raw", nd.Normal(0.0, 1.0))
+        with numpyro.plate("N", x.shape[0]):
+            mean = mu_a + tau_a * a_raw[group] + beta * x
+            numpyro.sample("y", nd.Normal(mean, sigma), obs=y)
+
+    model, args = _torch_problem(name)
+    args = tuple(a.numpy() if torch.is_tensor(a) else a for a in args)
+    return {
+        "eight_schools": eight_schools,
+        "logistic_regression": logistic_regression,
+        "hierarchical_regression": hierarchical_regression,
+    }[name], args
+
+
+def worker(method: str, name: str, warmup: int, samples: int) -> dict:
+    """One timed run in this (fresh) process; returns the row."""
+    if method == "numpyro":
+        import jax
+        from numpyro.infer import MCMC, NUTS
+
+        jax.config.update("jax_enable_x64", True)
+        if os.environ.get("BENCH_CACHE_DIR"):  # JAX's persistent cache, as ppltk's
+            jax.config.update("jax_compilation_cache_dir", os.environ["BENCH_CACHE_DIR"])
+            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        model, args = _numpyro_problem(name)
+        start, cpu = time.perf_counter(), time.process_time()
+        mcmc = MCMC(NUTS(model), num_warmup=warmup, num_samples=samples, num_chains=CHAINS,
+                    chain_method="vectorized", progress_bar=False)  # fmt: skip
+        mcmc.run(jax.random.PRNGKey(0), *args)
+        draws = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
+        divergences = int(np.asarray(mcmc.get_extra_fields()["diverging"]).sum())
+    elif method == "pyro":
+        from unittest import mock
+
+        import pyro
+        from pyro.infer import MCMC
+        from pyro.infer import NUTS as PyroNUTS
+
+        model, args = _torch_problem(name)
+        pyro.set_rng_seed(0)
+        start, cpu = time.perf_counter(), time.process_time()
+        # one CPU as far as Pyro knows: its chains run one after another in this process
+        with mock.patch("pyro.infer.mcmc.api.mp.cpu_count", return_value=1), \
+                warnings.catch_warnings():  # fmt: skip
+            warnings.simplefilter("ignore", UserWarning)
+            mcmc = MCMC(PyroNUTS(model), num_samples=samples, warmup_steps=warmup,
+                        num_chains=CHAINS, disable_progbar=True)  # fmt: skip
+            mcmc.run(*args)
+        draws = {k: v.numpy() for k, v in mcmc.get_samples(group_by_chain=True).items()}
+        divergences = sum(len(v) for v in mcmc.diagnostics()["divergences"].values())
+    else:
+        if os.environ.get("BENCH_CACHE_DIR"):
+            os.environ["PPLTK_CACHE_DIR"] = os.environ["BENCH_CACHE_DIR"]
+        from ppltk.mcmc import sample
+
+        model, args = _torch_problem(name)
+        backend = {"ppltk": "auto", "ppltk-fx": "fx"}[method]
+        start, cpu = time.perf_counter(), time.process_time()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DivergenceWarning)
+            res = sample(model, *args, num_chains=CHAINS, num_warmup=warmup,
+                         num_samples=samples, seed=0, progress=False, backend=backend)  # fmt: skip
+        draws, divergences = res.draws, res.attrs["num_divergences"]
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    ess = min_bulk_ess(draws)
+    return {"model": name, "method": method, "warmup": warmup, "samples": samples,
+            "min_bulk_ess": round(ess, 1), "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
+            "ess_per_s": round(ess / wall, 2), "ess_per_cpu_s": round(ess / cpu, 2),
+            "divergences": int(divergences)}  # fmt: skip
+
+
+def _spawn(method: str, name: str, warmup: int, samples: int, cache: str | None) -> dict:
+    env = dict(os.environ)
+    env.pop("BENCH_CACHE_DIR", None)
+    if cache is not None:
+        env["BENCH_CACHE_DIR"] = cache
+    cmd = [sys.executable, __file__, "--worker", method, name, str(warmup), str(samples)]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"{method} on {name} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(settings: list[tuple[int, int]], with_pyro: bool) -> list[dict]:
+    rows = []
+    for name in PROBLEMS:
+        for warmup, samples in settings:
+            with (
+                tempfile.TemporaryDirectory() as np_cache,
+                tempfile.TemporaryDirectory() as pp_cache,
+            ):
+                runs = [("numpyro", "cold", np_cache), ("numpyro", "warm", np_cache),
+                        ("ppltk", "cold", pp_cache), ("ppltk", "warm", pp_cache),
+                        ("ppltk-fx", "-", None)]  # fmt: skip
+                if with_pyro:
+                    runs.insert(0, ("pyro", "-", None))
+                block = []
+                for method, cache, folder in runs:
+                    row = _spawn(method, name, warmup, samples, folder)
+                    row["cache"] = cache
+                    block.append(row)
+                    print(row, flush=True)
+            ref = {r["cache"]: r for r in block if r["method"] == "numpyro"}
+            pyro_row = next((r for r in block if r["method"] == "pyro"), None)
+            for row in block:
+                peer = ref.get(row["cache"], ref["cold"])
+                row["vs_numpyro"] = round(row["ess_per_s"] / peer["ess_per_s"], 2)
+                row["cpu_vs_numpyro"] = round(row["ess_per_cpu_s"] / peer["ess_per_cpu_s"], 2)
+                if pyro_row is not None:
+                    row["vs_pyro"] = round(row["ess_per_s"] / pyro_row["ess_per_s"], 2)
+            rows += block
+    return rows
+
+
 def to_markdown(rows: list[dict], facts: dict) -> str:
     head = (
-        "| model | method | min bulk ESS | wall s | ESS/s | ratio | CPU s | ESS/CPU-s | "
-        "CPU ratio | divergences |"
+        "| model | iterations | method | cache | min bulk ESS | wall s | ESS/s | vs NumPyro | "
+        "CPU s | ESS/CPU-s | CPU vs NumPyro | vs Pyro | divergences |"
     )
-    lines = [head, "|---" * 10 + "|"]
+    lines = [head, "|---" * 13 + "|"]
     for r in rows:
         lines.append(
-            f"| {r['model']} | {r['method']} | {r['min_bulk_ess']} | {r['wall_s']} | "
-            f"{r['ess_per_s']} | {r['ratio_vs_pyro']} | {r['cpu_s']} | {r['ess_per_cpu_s']} | "
-            f"{r['cpu_ratio_vs_pyro']} | {r['divergences']} |"
+            f"| {r['model']} | {r['warmup']}+{r['samples']} | {r['method']} | {r['cache']} | "
+            f"{r['min_bulk_ess']} | {r['wall_s']} | {r['ess_per_s']} | {r['vs_numpyro']} | "
+            f"{r['cpu_s']} | {r['ess_per_cpu_s']} | {r['cpu_vs_numpyro']} | "
+            f"{r.get('vs_pyro', '-')} | {r['divergences']} |"
         )
     facts_line = ", ".join(f"{k}: {v}" for k, v in facts.items())
     return "\n".join(lines) + f"\n\nMachine: {facts_line}\n"
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        method, name, warmup, samples = sys.argv[2], sys.argv[3], *map(int, sys.argv[4:6])
+        print(json.dumps(worker(method, name, warmup, samples)))
+        raise SystemExit(0)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="200 + 200 draws instead of 1000")
+    parser.add_argument("--quick", action="store_true", help="200 + 200 draws only")
+    parser.add_argument("--no-pyro", action="store_true", help="leave out Pyro (slow)")
     parser.add_argument(
         "--scaling", action="store_true", help="only the chain-scaling table (1 to 64 chains)"
     )
@@ -229,17 +319,24 @@ if __name__ == "__main__":
         (RESULTS / "mcmc_scaling.md").write_text("\n".join(lines) + "\n")
         print("\n".join(lines))
         raise SystemExit(0)
+    import jax
+    import numpyro
+    import pyro
+
     facts = {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "pyro": pyro.__version__,
+        "numpyro": numpyro.__version__,
+        "jax": jax.__version__,
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "load_avg_start": os.getloadavg()[0],
         "chains": CHAINS,
         "quick": quick,
     }
-    rows = main(quick)
+    settings = [(200, 200)] if quick else [(500, 500), (1000, 1000)]
+    rows = main(settings, with_pyro=not options.no_pyro)
     facts["load_avg_end"] = os.getloadavg()[0]
     RESULTS.mkdir(parents=True, exist_ok=True)
     suffix = "_quick" if quick else ""

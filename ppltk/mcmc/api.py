@@ -70,10 +70,12 @@ def sample(
         :func:`ppltk.mcmc.sample_flat`); ``attrs["num_restarts"]`` counts them per chain.
     backend
         How the model is evaluated (see :class:`ppltk.model.ModelBridge`): ``"fx"`` replays its
-        captured tensor graph, ``"inductor"`` compiles that graph with ``torch.compile`` (a few
-        seconds once, then 2-3x faster), ``"eager"`` re-runs the model's Python code at every
-        step. ``"auto"`` (default) is ``"inductor"`` for runs of at least
-        ``INDUCTOR_MIN_ITERATIONS`` iterations when a C++ compiler is present, else ``"fx"``.
+        captured tensor graph, ``"inductor"`` compiles it with TorchInductor -- for NUTS, each
+        whole leapfrog step, model included (:class:`~ppltk.mcmc.fused.FusedLeapfrog`) -- (a
+        few seconds once per model, kernels kept on disk between runs, then 3-30x faster per
+        step), ``"eager"`` re-runs the model's Python code at every step. ``"auto"``
+        (default) is ``"inductor"`` for runs of at least ``INDUCTOR_MIN_ITERATIONS`` (500)
+        iterations when a C++ compiler is present, else ``"fx"``.
 
     Returns
     -------
@@ -139,8 +141,14 @@ def sample(
     if not isinstance(num_chains, int) or isinstance(num_chains, bool) or num_chains < 1:
         raise ArgumentError(f"Expected `num_chains` to be a positive int, but found {num_chains!r}")
     kernel = make_kernel(kernel)
-    backend = choose_backend(backend, num_warmup + num_samples)
-    bridge = ModelBridge(model, model_args, model_kwargs, backend=backend)
+    resolved = choose_backend(backend, num_warmup + num_samples)
+    # NUTS compiles whole leapfrog steps around the model's captured (uncompiled) graph
+    fuse = resolved == "inductor" and getattr(kernel, "compile", None) is False
+    bridge_backend = ("auto" if backend == "auto" else "fx") if fuse else resolved
+    bridge = ModelBridge(model, model_args, model_kwargs, backend=bridge_backend)
+    if fuse and bridge.backend != "eager":  # eager: subsampling plates, nothing to fuse
+        kernel = kernel.with_compile()
+    backend = resolved
     dev = torch.device(device) if device is not None else bridge.device
     gen = make_generator(seed, dev)
     init = bridge.initial_points(num_chains, gen).to(dev)
@@ -182,11 +190,17 @@ def sample(
     return bridge.to_result(out.positions, stats, method=kernel.name, attrs=attrs)
 
 
-INDUCTOR_MIN_ITERATIONS = 2000
+INDUCTOR_MIN_ITERATIONS = 500
+"""Shortest run (warm-up plus draws) that ``backend="auto"`` compiles.  Compiling costs a few
+seconds per process (importing TorchInductor) plus about 1-2 s per model with a warm on-disk
+cache (10-20 s cold); a compiled NUTS leapfrog step costs 20-60 us against 0.5-1 ms for a
+replayed graph on the small models of ``benchmarks/mcmc.py``, so compiling repays itself
+after roughly 5,000-10,000 steps: a few hundred iterations at typical tree sizes."""
 
 
 def choose_backend(backend: str, num_iterations: int) -> str:
-    """Resolve ``backend="auto"``: compile long runs (where compilation pays for itself)."""
+    """Resolve ``backend="auto"``: compile runs of at least ``INDUCTOR_MIN_ITERATIONS``
+    iterations when a C++ compiler is present (where compilation pays for itself)."""
     if backend != "auto":
         return backend
     if num_iterations >= INDUCTOR_MIN_ITERATIONS and _has_cxx_compiler():

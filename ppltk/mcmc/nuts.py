@@ -39,6 +39,7 @@ import torch
 
 from ppltk.errors import ArgumentError
 from ppltk.mcmc._base import LogDensityFn, MCMCState, Params
+from ppltk.mcmc.fused import FusedLeapfrog
 from ppltk.mcmc.hmc import HamiltonianKernel
 from ppltk.mcmc.integrators import sample_momentum, velocity
 
@@ -82,6 +83,14 @@ class NUTS(HamiltonianKernel):
         Maximum number of trajectory doublings (at most :math:`2^{d}-1` leapfrog steps).
     max_delta_energy
         Energy error :math:`H - H_0` above which a leaf is divergent (NaN is always divergent).
+    compile
+        Compile each leapfrog step -- the log-density and its gradient, the momentum and
+        position updates and the energy -- into one TorchInductor kernel
+        (:class:`~ppltk.mcmc.fused.FusedLeapfrog`; needs a C++ compiler, or Triton on CUDA).
+        It costs a few seconds once per model and input shape (kernels persist on disk, see
+        :func:`ppltk.model.graph.inductor_cache_dir`) and makes a step several times faster on
+        small and medium models; :func:`ppltk.mcmc.sample` turns it on with
+        ``backend="inductor"`` (the default for runs long enough to repay it).
 
     Examples
     --------
@@ -99,7 +108,9 @@ class NUTS(HamiltonianKernel):
     name = "nuts"
     stat_names = ("lp", "accept_prob", "step_size", "tree_depth", "n_steps", "diverging", "energy")
 
-    def __init__(self, max_tree_depth: int = 10, max_delta_energy: float = 1000.0):
+    def __init__(
+        self, max_tree_depth: int = 10, max_delta_energy: float = 1000.0, compile: bool = False
+    ):
         if not isinstance(max_tree_depth, int) or max_tree_depth < 1:
             raise ArgumentError(
                 f"Expected `max_tree_depth` to be a positive int, but found {max_tree_depth!r}"
@@ -108,9 +119,16 @@ class NUTS(HamiltonianKernel):
             raise ArgumentError(f"Expected `max_delta_energy` > 0, but found {max_delta_energy!r}")
         self.max_tree_depth = max_tree_depth
         self.max_delta_energy = float(max_delta_energy)
+        self.compile = bool(compile)
+        self._fused = FusedLeapfrog() if compile else None
+
+    def with_compile(self) -> NUTS:
+        """A copy of this kernel with ``compile=True``."""
+        return NUTS(self.max_tree_depth, self.max_delta_energy, compile=True)
 
     def __repr__(self) -> str:
-        return f"NUTS(max_tree_depth={self.max_tree_depth})"
+        extra = ", compile=True" if self.compile else ""
+        return f"NUTS(max_tree_depth={self.max_tree_depth}{extra})"
 
     def step(
         self,
@@ -213,23 +231,30 @@ class NUTS(HamiltonianKernel):
         ckpt: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         n_leaves = 2**depth
         for leaf in range(n_leaves):
-            # leapfrog (one batched log-density call)
-            p_half = torch.addcmul(p, half, g)
-            if dense:
-                z_new = torch.addcmul(z, e_col, velocity(p_half, minv))
+            # leapfrog (one batched log-density call), compiled into one kernel if asked
+            fused = None
+            if self._fused is not None:
+                scale = e_col if dense else e_minv
+                fused = self._fused.step(ld, z, g, p, half, scale, minv, threshold)
+            if fused is not None:
+                z_new, g_new, p_new, sharp_new, lp, neg_h, within, _ = fused
             else:
-                z_new = torch.addcmul(z, e_minv, p_half)
-            lp, g_new = ld(z_new)
-            lp, g_new = lp.detach(), g_new.detach()
-            p_new = torch.addcmul(p_half, half, g_new)
-            sharp_new = velocity(p_new, minv) if dense else minv * p_new
-            neg_h = torch.sub(lp, torch.linalg.vecdot(p_new, sharp_new), alpha=0.5)  # -H
+                p_half = torch.addcmul(p, half, g)
+                if dense:
+                    z_new = torch.addcmul(z, e_col, velocity(p_half, minv))
+                else:
+                    z_new = torch.addcmul(z, e_minv, p_half)
+                lp, g_new = ld(z_new)
+                lp, g_new = lp.detach(), g_new.detach()
+                p_new = torch.addcmul(p_half, half, g_new)
+                sharp_new = velocity(p_new, minv) if dense else minv * p_new
+                neg_h = torch.sub(lp, torch.linalg.vecdot(p_new, sharp_new), alpha=0.5)  # -H
+                within = neg_h >= threshold
             leaves.built.append(ok)
             neg_hs.append(neg_h)
             # divergent: energy error above max_delta_energy, or NaN (the comparison fails);
             # chains that have stopped idle at a leaf that passed, so they pass again
             prev_ok = ok
-            within = neg_h >= threshold
             if not bool(within.all()):
                 new_ok = ok & within
                 diverged = ok & ~within

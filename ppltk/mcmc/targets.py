@@ -18,6 +18,8 @@ __all__ = [
     "funnel_centered",
     "logistic_regression",
     "logistic_regression_data",
+    "hierarchical_regression",
+    "hierarchical_regression_data",
 ]
 
 EIGHT_SCHOOLS_Y = (28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0)
@@ -95,3 +97,38 @@ def logistic_regression_data(n: int = 1000, d: int = 25, seed: int = 0):
     w = torch.randn(d, generator=gen) * 0.5
     y = torch.bernoulli(torch.sigmoid(x @ w + 0.3), generator=gen)
     return x, y
+
+
+def hierarchical_regression(
+    group: torch.Tensor, x: torch.Tensor, num_groups: int, y: torch.Tensor | None = None
+) -> None:
+    """Varying-intercept regression, non-centred (radon-like):
+
+    .. math::
+        \mu_a \sim \mathcal N(0, 5^2),\ \tau_a \sim \mathcal N^+(0, 2.5^2),\
+        \beta \sim \mathcal N(0, 2.5^2),\ \sigma \sim \mathcal N^+(0, 2.5^2),\
+        \tilde a_j \sim \mathcal N(0, 1),\
+        y_i \sim \mathcal N(\mu_a + \tau_a \tilde a_{g_i} + \beta x_i, \sigma^2).
+    """
+    mu_a = pyro.sample("mu_a", dist.Normal(0.0, 5.0))
+    tau_a = pyro.sample("tau_a", dist.HalfNormal(2.5))
+    beta = pyro.sample("beta", dist.Normal(0.0, 2.5))
+    sigma = pyro.sample("sigma", dist.HalfNormal(2.5))
+    with pyro.plate("groups", num_groups):
+        a_raw = pyro.sample("a_raw", dist.Normal(0.0, 1.0))
+    intercept = mu_a.unsqueeze(-1) + tau_a.unsqueeze(-1) * a_raw
+    with pyro.plate("N", x.shape[0]):
+        mean = intercept[..., group] + beta.unsqueeze(-1) * x
+        pyro.sample("y", dist.Normal(mean, sigma.unsqueeze(-1)), obs=y)
+
+
+def hierarchical_regression_data(num_groups: int = 50, per_group: int = 20, seed: int = 0):
+    """Simulated ``(group [n], x [n], num_groups, y [n])`` for
+    :func:`hierarchical_regression` with unequal group sizes (1 to ``2 per_group - 1``)."""
+    gen = torch.Generator().manual_seed(seed)
+    sizes = torch.randint(1, 2 * per_group, (num_groups,), generator=gen)
+    group = torch.repeat_interleave(torch.arange(num_groups), sizes)
+    x = torch.randn(group.shape[0], generator=gen)
+    a = 1.0 + 0.7 * torch.randn(num_groups, generator=gen)
+    y = a[group] - 0.6 * x + 0.8 * torch.randn(group.shape[0], generator=gen)
+    return group, x, num_groups, y
