@@ -102,7 +102,7 @@ def logistic_regression_data(n: int = 1000, d: int = 25, seed: int = 0):
 def hierarchical_regression(
     group: torch.Tensor, x: torch.Tensor, num_groups: int, y: torch.Tensor | None = None
 ) -> None:
-    """Varying-intercept regression, non-centred (radon-like):
+    r"""Varying-intercept regression, non-centred (radon-like):
 
     .. math::
         \mu_a \sim \mathcal N(0, 5^2),\ \tau_a \sim \mathcal N^+(0, 2.5^2),\
