@@ -1,25 +1,21 @@
-"""One leapfrog step, the log-density, its gradient and the energy as one compiled kernel.
+"""A kernel's inner step, the log-density included, as one compiled function.
 
-NUTS spends most of its time per leapfrog step outside the model on small models: a dozen
-batched tensor operations (momentum and position updates, the non-finite guard, the velocity
-:math:`M^{-1}p` and the energy), each a separate dispatch of a few microseconds.  A
-:class:`FusedLeapfrog` records the whole step, with the log-density, as one static graph
-(``make_fx``) and compiles it with TorchInductor (:func:`ppltk.model.graph.compile_graph`),
-so a step is one call of generated C++ (or Triton) code:
+On small and medium models a sampler spends most of its time between log-density calls: each
+leapfrog step of NUTS is several dozen small batched tensor operations (momentum and position
+updates, the non-finite guard, the energy, the multinomial draw, the U-turn checks), each a
+separate dispatch of a few microseconds.  A :class:`FusedStep` records such a step -- a pure
+function of tensors that calls the log-density -- as one static graph (``make_fx``) and
+compiles it with TorchInductor (:func:`ppltk.model.graph.compile_graph`), so the step is one
+call of generated C++ (or Triton) code.
 
-.. math::
-    p_{1/2} = p + \\tfrac{\\epsilon}{2}\\nabla\\log\\pi(z),\\quad
-    z' = z + \\epsilon M^{-1}p_{1/2},\\quad
-    p' = p_{1/2} + \\tfrac{\\epsilon}{2}\\nabla\\log\\pi(z'),\\quad
-    -H' = \\log\\pi(z') - \\tfrac12 p'^\\top M^{-1} p'.
-
-A point where the log-density or its gradient is not finite gets :math:`\\log\\pi=-\\infty`
-and a zero gradient, as :class:`~ppltk.mcmc.GuardedDensity` gives it.  The compiled step is
-checked against the uncompiled one at the capture point and at a perturbed point; any failure
-to capture, compile or agree (e.g. control flow that depends on latent values) turns fusion
-off for that density with a :class:`~ppltk.errors.VectorisationWarning`, and a step at which
-the compiled code raises (e.g. a failed Cholesky inside the model) is recomputed unfused, so
-the failing chains alone are rejected.
+Inside the compiled step the raw log-density is called (no per-row error handling), and a
+point where its value or gradient is not finite gets :math:`\\log\\pi=-\\infty` and a zero
+gradient, as :class:`~ppltk.mcmc.GuardedDensity` gives it.  The compiled step is checked
+against the uncompiled one at the capture point and at a perturbed point; any failure to
+capture, compile or agree (e.g. control flow that depends on latent values) turns
+compilation off for that density with a :class:`~ppltk.errors.VectorisationWarning`, and a
+step at which the compiled code raises (e.g. a failed Cholesky inside the model) is
+recomputed uncompiled through the guarded density, so only the failing chains are rejected.
 """
 
 from __future__ import annotations
@@ -35,108 +31,110 @@ from ppltk.errors import VectorisationWarning
 from ppltk.mcmc._base import LogDensityFn
 from ppltk.model.graph import EVALUATION_ERRORS, compile_graph, relative_difference
 
-__all__ = ["FusedLeapfrog"]
-
-_FLOAT_OUTPUTS = 6  # z', grad', p', p'#, lp', -H' (then the bool outputs within, bad)
+__all__ = ["FusedStep", "guarded_call"]
 
 
-def _leaf_function(fn: LogDensityFn, dense: bool) -> Callable:
-    def leaf(z, g, p, half, scale, minv, threshold):
-        p_half = torch.addcmul(p, half, g)
-        if dense:
-            z_new = torch.addcmul(z, scale, torch.matmul(minv, p_half.unsqueeze(-1)).squeeze(-1))
-        else:
-            z_new = torch.addcmul(z, scale, p_half)
-        lp, g_new = fn(z_new)
-        bad = ~torch.isfinite(lp + g_new.sum(-1))
-        lp = torch.where(bad, -math.inf, lp)
-        g_new = torch.where(bad.unsqueeze(-1), 0.0, g_new)
-        p_new = torch.addcmul(p_half, half, g_new)
-        if dense:
-            sharp = torch.matmul(minv, p_new.unsqueeze(-1)).squeeze(-1)
-        else:
-            sharp = minv * p_new
-        neg_h = torch.sub(lp, torch.linalg.vecdot(p_new, sharp), alpha=0.5)
-        return z_new, g_new, p_new, sharp, lp, neg_h, neg_h >= threshold, bad
-
-    return leaf
+def guarded_call(fn: LogDensityFn, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``fn(z)`` with non-finite points set to :math:`-\\infty` and a zero gradient; returns
+    ``(lp, grad, bad)``.  Traceable (no host synchronisation), so it can be compiled."""
+    lp, grad = fn(z)
+    bad = ~torch.isfinite(lp + grad.sum(-1))
+    lp = torch.where(bad, -math.inf, lp)
+    grad = torch.where(bad.unsqueeze(-1), 0.0, grad)
+    return lp, grad, bad
 
 
-class FusedLeapfrog:
-    """Compiled leapfrog steps, one per log-density and input shape.
+class FusedStep:
+    """A step ``step(density, *tensors) -> tuple of tensors`` that calls ``density(z)`` as
+    :func:`guarded_call` does, compiled per log-density and input shapes when ``compile``.
 
-    ``step(ld, z, g, p, half, scale, minv, threshold)`` returns ``(z', grad', p', p'#, lp',
-    -H', within, bad)`` for a batch of chains, where ``half`` is :math:`\\epsilon/2`
-    ``[C, 1]``, ``scale`` is :math:`\\epsilon M^{-1}` ``[C, D]`` (diagonal metric) or
-    :math:`\\epsilon` ``[C, 1]`` (dense ``minv [C, D, D]``), ``within`` is
-    :math:`-H' \\ge` ``threshold`` and ``bad`` marks non-finite points; or ``None`` when the
-    step cannot be fused (the caller then takes the unfused path).  When ``ld`` is a
-    :class:`~ppltk.mcmc.GuardedDensity`, its own function is fused and its per-chain
-    non-finite counts are updated.
+    Parameters
+    ----------
+    step
+        ``step(density, *tensors)``; pure (no host synchronisation, no randomness: pass
+        uniforms in), returning a tuple of tensors whose first ``num_checked`` entries are
+        floating point (compared when validating the compiled code).
+    compile
+        Compile with TorchInductor; ``False`` runs ``step`` as it is.
+    num_checked
+        Number of leading outputs compared between compiled and uncompiled code.
+    name
+        Used in the fallback warning.
+
+    Calling ``fused(ld, *tensors)`` runs the step with ``ld``: uncompiled, ``ld`` itself (a
+    :class:`~ppltk.mcmc.GuardedDensity`, robust per chain); compiled, its raw function
+    ``ld.fn``, with ``ld.nonfinite`` updated from the step's last output, which must be the
+    ``bad [C]`` mask of the point it evaluated.
     """
 
-    def __init__(self) -> None:
-        self._steps: dict[tuple, tuple[Callable, Callable] | None] = {}
+    def __init__(self, step: Callable, compile: bool, num_checked: int, name: str) -> None:
+        self.step, self.compile, self.num_checked, self.name = step, compile, num_checked, name
+        self._compiled: dict[tuple, tuple[Callable, Callable] | None] = {}
 
     def __getstate__(self) -> dict:  # compiled code does not pickle: rebuilt where used
-        return {}
+        return {**self.__dict__, "_compiled": {}}
 
-    def __setstate__(self, state: dict) -> None:
-        self.__init__()
-
-    def step(self, ld, z, g, p, half, scale, minv, threshold):
+    def __call__(self, ld, *tensors: torch.Tensor, static=None) -> tuple[torch.Tensor, ...]:
+        """Run the step; ``static`` (a hashable Python value, e.g. flags that let the
+        uncompiled step skip work) is passed on as ``step``'s last argument when uncompiled
+        only: the compiled step is traced with ``step``'s default for it."""
+        if not self.compile:
+            if static is None:
+                return self.step(ld, *tensors)
+            return self.step(ld, *tensors, static)
         fn = getattr(ld, "fn", ld)
-        # compiled code assumes the strides it was compiled for (edges arrive as views)
-        args = (z.contiguous(), g.contiguous(), p.contiguous(), half, scale, minv, threshold)
-        key = (id(fn), minv.dim(), scale.shape[-1], z.shape, z.dtype, z.device)
-        entry = self._steps.get(key, False)
+        key = (id(fn), *((t.shape, t.dtype, t.device) for t in tensors))
+        entry = self._compiled.get(key, False)
         if entry is False:
-            entry = self._steps[key] = self._build(fn, minv.dim() == 3, args)
+            entry = self._compiled[key] = self._build(fn, tensors)
         if entry is None:
-            return None
+            return self.step(ld, *tensors) if static is None else self.step(ld, *tensors, static)
         try:
-            out = entry[1](*args)
+            out = entry[1](*tensors)
         except AssertionError:  # an input with other strides than at compilation
-            out = entry[1](*(a.contiguous() for a in args))
-        except EVALUATION_ERRORS:  # some chain's point raised: recompute this step unfused
-            return None
+            out = entry[1](*(t.contiguous() for t in tensors))
+        except EVALUATION_ERRORS:  # some chain's point raised: this step, uncompiled
+            return self.step(ld, *tensors)  # (the default for ``static``: the full step)
         nonfinite = getattr(ld, "nonfinite", None)
-        if nonfinite is not None and nonfinite.shape == out[7].shape:
-            ld.nonfinite = nonfinite + out[7]
-        return out
+        if nonfinite is not None and nonfinite.shape == out[-1].shape:
+            ld.nonfinite = nonfinite + out[-1]
+        return tuple(out)
 
-    def _build(self, fn, dense: bool, args) -> tuple[Callable, Callable] | None:
-        leaf = _leaf_function(fn, dense)
+    def _build(self, fn, tensors) -> tuple[Callable, Callable] | None:
+        def step(*args):
+            return self.step(fn, *args)
+
+        # distinct buffers: code compiled for inputs that alias each other (the same tensor
+        # passed twice) would assume they always do
+        tensors = tuple(t.clone() for t in tensors)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                graph = make_fx(leaf)(*args)
+                graph = make_fx(step)(*tensors)
             graph.graph.eliminate_dead_code()
             graph.recompile()
-            compiled = compile_graph(graph, list(args))
-            gen = torch.Generator(device=args[0].device).manual_seed(0)
-            probe = args[0] + 0.1 * torch.randn(
-                args[0].shape, generator=gen, dtype=args[0].dtype, device=args[0].device
-            )
-            for point in (args, (probe, *args[1:])):
+            compiled = compile_graph(graph, list(tensors))
+            z = tensors[0]
+            gen = torch.Generator(device=z.device).manual_seed(0)
+            probe = z + 0.1 * torch.randn(z.shape, generator=gen, dtype=z.dtype, device=z.device)
+            tol = 1e-6 if z.dtype == torch.float64 else 1e-3
+            for point in (tensors, (probe, *tensors[1:])):
                 try:
-                    eager = leaf(*point)
+                    eager = step(*point)
                 except EVALUATION_ERRORS:  # the model fails at the probe: check at z only
                     continue
-                diff = relative_difference(
-                    tuple(compiled(*point))[:_FLOAT_OUTPUTS], eager[:_FLOAT_OUTPUTS]
-                )
-                tol = 1e-6 if args[0].dtype == torch.float64 else 1e-3
+                n = self.num_checked
+                diff = relative_difference(tuple(compiled(*point))[:n], tuple(eager)[:n])
                 if not diff <= tol:
                     raise RuntimeError(
                         f"the compiled step differs from the uncompiled one by {diff:.2g} "
                         f"(relative, tolerance {tol:g}); the log-density's control flow may "
                         "depend on its input"
                     )
-        except Exception as error:  # noqa: BLE001 - any failure means the unfused path
+        except Exception as error:  # noqa: BLE001 - any failure means the uncompiled step
             warnings.warn(
-                f"NUTS: the leapfrog step could not be compiled ({error!r:.200}). Lost: about "
-                "3x speed per step on small models; using the unfused step.",
+                f"{self.name}: the step could not be compiled ({error!r:.200}). Lost: "
+                "several-fold speed per step on small models; running it uncompiled.",
                 VectorisationWarning,
                 stacklevel=4,
             )

@@ -1,4 +1,4 @@
-"""Batched No-U-Turn sampler: multinomial trajectory sampling, generalised U-turn criterion.
+r"""Batched No-U-Turn sampler: multinomial trajectory sampling, generalised U-turn criterion.
 
 All chains build their trees in one loop.  At doubling ``j`` every chain that is still
 building extends its tree by a subtree of :math:`2^j` leapfrog steps in its own random
@@ -7,28 +7,32 @@ zero, so the batched log-density call still has one row per chain) and the loop 
 as no chain is active, so the batch pays for its deepest tree.  Exactly one
 ``logdensity_and_grad`` call is made per leapfrog step for the whole batch.
 
-Within a subtree the proposal is a leaf drawn with probability proportional to
-:math:`w_i = e^{-(H_i - H_0)}` (multinomial sampling; drawn once the subtree is complete, by
-Gumbel-max, which has the distribution of Stan's progressive draw); a completed subtree
-replaces the tree's proposal with probability :math:`\\min(1, W_{new}/W_{old})` (Betancourt's
-biased progressive sampling).
-
-Cost: the per-leaf bookkeeping is about a dozen small tensor operations and one host
-synchronisation; the proposal is tracked as a leaf index and the leaves' positions and
-gradients (kept by reference, :math:`O(2^{depth} C D)` memory) are gathered once per
-transition, trajectory edges are packed ``[C, 4D]`` tensors (one ``where`` per update), and a
-chain that has stopped is never read again, so its tree quantities are updated unmasked.
+Within a subtree the proposal is leaf :math:`i` with probability :math:`w_i / \sum_k w_k`,
+:math:`w_i = e^{-(H_i - H_0)}` (multinomial sampling, as Stan): uncompiled, by Gumbel-max once
+the subtree is complete (leaves kept by reference and gathered once); compiled, progressively
+(leaf :math:`i` replaces the candidate with probability :math:`w_i / \sum_{k \le i} w_k`,
+which has the same distribution).  A completed subtree replaces the tree's proposal with
+probability :math:`\min(1, W_{new}/W_{old})` (Betancourt's biased progressive sampling).
 
 The generalised no-U-turn criterion (Betancourt 2017, as in Stan) stops a (sub)tree with
-summed momentum :math:`\\rho` and end velocities :math:`p^\\sharp_- = M^{-1}p_-`,
-:math:`p^\\sharp_+ = M^{-1}p_+` when
-:math:`p^\\sharp_-\\cdot\\rho \\le 0` or :math:`p^\\sharp_+\\cdot\\rho \\le 0`; it is checked
-for every power-of-two block of leaves of each subtree (iteratively, with checkpoints of
-:math:`p^\\sharp` and running :math:`\\rho` at block starts) and for the whole tree.
+summed momentum :math:`\rho` and end velocities :math:`p^\sharp_- = M^{-1}p_-`,
+:math:`p^\sharp_+ = M^{-1}p_+` when
+:math:`p^\sharp_-\cdot\rho \le 0` or :math:`p^\sharp_+\cdot\rho \le 0`; it is checked
+for every power-of-two block of leaves of each subtree (with checkpoints of :math:`p^\sharp`
+and running :math:`\rho` at block starts, ``[max_tree_depth, C, D]``) and for the whole tree.
 
 A leaf whose energy error exceeds ``max_delta_energy`` or is NaN is divergent: it is excluded,
 the chain's tree stops, and ``diverging`` is set.  The transition is reversible with respect to
-the uniform choice of the trajectory's position, so :math:`\\pi` is preserved.
+the uniform choice of the trajectory's position, so :math:`\pi` is preserved.
+
+Cost: compiled (``compile=True``), everything one leaf does -- the leapfrog step and the
+log-density, the energy, the divergence test, the multinomial draw, the checkpoints and U-turn
+checks of every block ending at the leaf, the statistics -- is one pure tensor function
+(:func:`_leaf`), so a leaf is one call of compiled code (:class:`~ppltk.mcmc.fused.FusedStep`)
+plus one host synchronisation (has every chain stopped?), and memory is
+:math:`O(C D \cdot \mathrm{max\_tree\_depth})`.  Uncompiled, a leaf is about a dozen small
+tensor operations (a chain that has stopped is never read again, so its tree quantities are
+updated unmasked) and the leaves are kept, :math:`O(2^{depth} C D)` memory.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ import torch
 
 from ppltk.errors import ArgumentError
 from ppltk.mcmc._base import LogDensityFn, MCMCState, Params
-from ppltk.mcmc.fused import FusedLeapfrog
+from ppltk.mcmc.fused import FusedStep, guarded_call
 from ppltk.mcmc.hmc import HamiltonianKernel
 from ppltk.mcmc.integrators import sample_momentum, velocity
 
@@ -47,9 +51,67 @@ __all__ = ["NUTS"]
 
 
 def _no_u_turn(sharp_a: torch.Tensor, sharp_b: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
-    """Generalised no-U-turn test, per chain: :math:`p^\\sharp_a\\cdot\\rho > 0` and
-    :math:`p^\\sharp_b\\cdot\\rho > 0` (NaN counts as turned)."""
+    r"""Generalised no-U-turn test, per chain: :math:`p^\sharp_a\cdot\rho > 0` and
+    :math:`p^\sharp_b\cdot\rho > 0` (NaN counts as turned)."""
     return torch.minimum(torch.linalg.vecdot(sharp_a, rho), torch.linalg.vecdot(sharp_b, rho)) > 0
+
+
+def _leaf(ld, z, g, p, sharp, rho, ck_sharp, ck_rho, ok, diverging, sub_log_w, prop_z, prop_g,
+          prop_lp, accept, built, eps, minv, neg_h0, threshold, u, set_mask, check_mask,
+          blocks=(True, True)):  # fmt: skip
+    """One leaf of a subtree for every chain (pure: compiled as one function).
+
+    ``eps [C]`` is the signed step size, applied only to chains that are ``ok`` (the others
+    idle at a finite point); ``set_mask``/``check_mask [K]`` say which block levels start
+    (checkpoint) and end (U-turn check) at this leaf; ``u [C]`` is the uniform of the
+    progressive multinomial draw; ``blocks`` (static) says whether any block starts or ends
+    here at all (uncompiled, the updates of a leaf where none does are skipped; compiled, one
+    graph serves every leaf).  Returns the updated tree quantities, then ``bad [C]``."""
+    dense = minv.dim() == 3
+    e_col = (eps * ok).unsqueeze(-1)
+    half = 0.5 * e_col
+    p_half = torch.addcmul(p, half, g)
+    z_new = torch.addcmul(z, e_col, velocity(p_half, minv))
+    lp, g_new, bad = guarded_call(ld, z_new)
+    p_new = torch.addcmul(p_half, half, g_new)
+    sharp_new = velocity(p_new, minv) if dense else minv * p_new
+    neg_h = torch.sub(lp, torch.linalg.vecdot(p_new, sharp_new), alpha=0.5)  # -H
+    log_w = torch.nan_to_num(neg_h - neg_h0, nan=-math.inf)  # NaN energy: weight 0
+    # statistics over the leaves built while the chain was still going
+    accept = accept + torch.where(ok, log_w.clamp(max=0.0).exp(), 0.0)
+    built = built + ok.to(built.dtype)
+    # divergent: energy error above max_delta_energy, or NaN (the comparison fails)
+    within = neg_h >= threshold
+    diverged = ok & ~within
+    diverging = diverging | diverged
+    ok = ok & within
+    # progressive multinomial draw among the subtree's leaves
+    log_w = torch.where(ok, log_w, -math.inf)
+    new_log_w = torch.logaddexp(sub_log_w, log_w)
+    take = ok & (u.log() <= log_w - new_log_w)
+    sub_log_w = torch.where(ok, new_log_w, sub_log_w)
+    take_col = take.unsqueeze(-1)
+    prop_z = torch.where(take_col, z_new, prop_z)
+    prop_g = torch.where(take_col, g_new, prop_g)
+    prop_lp = torch.where(take, lp, prop_lp)
+    # a divergent chain keeps its last finite point (where it idles from now on)
+    div_col = diverged.unsqueeze(-1)
+    z_new = torch.where(div_col, z, z_new)
+    g_new = torch.where(div_col, g, g_new)
+    p_new = torch.where(div_col, p, p_new)
+    sharp_new = torch.where(div_col, sharp, sharp_new)
+    # U-turn checks of every power-of-two block of leaves that starts or ends here
+    if blocks[0]:
+        set_col = set_mask[:, None, None]
+        ck_sharp = torch.where(set_col, sharp_new, ck_sharp)
+        ck_rho = torch.where(set_col, rho, ck_rho)
+    rho = rho + p_new
+    if blocks[1]:
+        block_rho = rho - ck_rho
+        no_turn = _no_u_turn(ck_sharp, sharp_new.expand_as(ck_sharp), block_rho)
+        ok = ok & (no_turn | ~check_mask[:, None]).all(0)
+    return (z_new, g_new, p_new, sharp_new, rho, ck_sharp, ck_rho, sub_log_w, prop_z, prop_g,
+            prop_lp, accept, built, ok, diverging, bad)  # fmt: skip
 
 
 class _Leaves:
@@ -120,7 +182,9 @@ class NUTS(HamiltonianKernel):
         self.max_tree_depth = max_tree_depth
         self.max_delta_energy = float(max_delta_energy)
         self.compile = bool(compile)
-        self._fused = FusedLeapfrog() if compile else None
+        self._leaf = FusedStep(_leaf, self.compile, num_checked=13, name="NUTS")
+        self._fused_tree = self.compile  # tests run the fused tree uncompiled too
+        self._mask_cache: dict[tuple, tuple] = {}
 
     def with_compile(self) -> NUTS:
         """A copy of this kernel with ``compile=True``."""
@@ -139,7 +203,143 @@ class NUTS(HamiltonianKernel):
     ) -> tuple[MCMCState, dict[str, torch.Tensor]]:
         """One NUTS transition for every chain; returns the new state and ``info``
         (``accept_prob`` = mean of :math:`\\min(1, e^{-\\Delta H})` over the tree's leaves,
-        ``tree_depth``, ``n_steps``, ``diverging``, ``energy``, ``step_size``, ``lp``)."""
+        ``tree_depth``, ``n_steps``, ``diverging``, ``energy``, ``step_size``, ``lp``).
+
+        With ``compile=True`` the tree is built one fused leaf at a time (:func:`_leaf`, one
+        compiled call per leaf); otherwise by the classic builder, which needs fewer tensor
+        operations per leaf uncompiled.  Both sample the same transition kernel."""
+        if self._fused_tree:
+            return self._step_fused(state, logdensity_and_grad, params, generator)
+        return self._step_classic(state, logdensity_and_grad, params, generator)
+
+    def _step_fused(
+        self,
+        state: MCMCState,
+        logdensity_and_grad: LogDensityFn,
+        params: Params,
+        generator: torch.Generator,
+    ) -> tuple[MCMCState, dict[str, torch.Tensor]]:
+        """The compiled transition: each leaf one call of :func:`_leaf` (progressive
+        multinomial draw within a subtree, no leaves kept)."""
+        minv, eps = params.inverse_mass, params.step_size
+        z0, lp0, g0 = state.position, state.lp, state.grad
+        p0 = sample_momentum(params, z0, generator)
+        sharp0 = velocity(p0, minv)
+        neg_h0 = torch.sub(lp0, torch.linalg.vecdot(p0, sharp0), alpha=0.5)  # -H_0
+        threshold = neg_h0 - self.max_delta_energy  # -H below this: divergent
+        # all per-doubling randomness in one draw: directions and the merge's uniforms
+        u = torch.rand(
+            (2, self.max_tree_depth) + lp0.shape, generator=generator, dtype=lp0.dtype,
+            device=lp0.device,
+        )  # fmt: skip
+        forward = u[0] < 0.5
+        signed_eps = torch.where(forward, eps, -eps)
+        log_u = u[1].log()
+        right = left = (z0, g0, p0, sharp0)  # trajectory edges
+        proposal = (z0, g0, lp0)
+        log_weight = torch.zeros_like(lp0)  # log sum_i exp(-(H_i - H_0)); initial point: 1
+        rho = p0
+        active = torch.ones_like(lp0, dtype=torch.bool)
+        started = torch.zeros_like(lp0, dtype=torch.long)
+        tally = {
+            "diverging": torch.zeros_like(lp0, dtype=torch.bool),
+            "accept": torch.zeros_like(lp0),
+            "built": torch.zeros_like(lp0),
+        }
+        for depth in range(self.max_tree_depth):
+            if depth > 0 and not bool(active.any()):
+                break
+            started = started + active
+            fwd_col = forward[depth].unsqueeze(-1)
+            start = tuple(torch.where(fwd_col, r, l) for r, l in zip(right, left))
+            sub = self._subtree_fused(
+                start, signed_eps[depth], active, depth, neg_h0, threshold, minv, tally,
+                logdensity_and_grad, generator,
+            )  # fmt: skip
+            if sub is None:  # every chain's subtree turned or diverged
+                break
+            ok, edge, sub_rho, sub_log_w, sub_proposal = sub
+            # biased progressive sampling between the old tree and the new subtree
+            take = ok & (log_u[depth] < sub_log_w - log_weight)
+            proposal = tuple(
+                torch.where(take.view(-1, *([1] * (new.dim() - 1))), new, old)
+                for new, old in zip(sub_proposal, proposal)
+            )
+            # A chain that is not ok stops here for good: its weight, momentum sum and edges
+            # are never read again (the edge is still a finite point, where it idles), so
+            # they are updated without masks.
+            log_weight = torch.logaddexp(log_weight, sub_log_w)
+            rho = rho + sub_rho
+            right = tuple(torch.where(fwd_col, e, r) for e, r in zip(edge, right))
+            left = tuple(torch.where(fwd_col, l, e) for e, l in zip(edge, left))
+            active = ok & _no_u_turn(left[3], right[3], rho)
+        z, g, lp = proposal
+        n_steps = tally["built"].long()
+        info = {
+            "lp": lp,
+            "accept_prob": tally["accept"] / n_steps.clamp(min=1).to(lp0.dtype),
+            "step_size": eps,
+            "tree_depth": started,
+            "n_steps": n_steps,
+            "diverging": tally["diverging"],
+            "energy": -neg_h0,
+        }
+        return MCMCState(z, lp, g), info
+
+    def _masks(self, depth: int, leaf: int, device) -> tuple:
+        """Block levels ``k = 1..depth`` (index ``k - 1`` of ``[max_tree_depth]`` masks) whose
+        blocks of :math:`2^k` leaves start (checkpoint) and end (U-turn check) at ``leaf``."""
+        key = (depth, leaf, device)
+        masks = self._mask_cache.get(key)
+        if masks is None:
+            first = depth if leaf == 0 else min(depth, (leaf & -leaf).bit_length() - 1)
+            last = min(depth, ((leaf + 1) & -(leaf + 1)).bit_length() - 1)
+            levels = torch.arange(1, self.max_tree_depth + 1, device=device)
+            blocks = (first > 0, last > 0)
+            masks = self._mask_cache[key] = (levels <= first, levels <= last, blocks)
+        return masks
+
+    def _subtree_fused(self, start, eps, active, depth, neg_h0, threshold, minv, tally, ld, gen):
+        """Build ``2**depth`` leaves from the edge ``start = (z, grad, p, p#)`` with signed
+        step sizes ``eps [C]`` for the chains that are ``active``.
+
+        Returns ``(ok, edge, rho, log_weight, (z, grad, lp) of the subtree's proposal)``, or
+        ``None`` when every chain stopped before the last leaf (nothing to merge); the
+        statistics in ``tally`` are updated either way."""
+        z, g, p, sharp = start
+        n_leaves = 2**depth
+        levels = (self.max_tree_depth,) + z.shape
+        ck_sharp, ck_rho, rho = z.new_zeros(levels), z.new_zeros(levels), torch.zeros_like(p)
+        sub_log_w = torch.full_like(neg_h0, -math.inf)
+        prop_z, prop_g, prop_lp = z, g, neg_h0
+        uniforms = torch.rand((n_leaves,) + neg_h0.shape, generator=gen, dtype=z.dtype,
+                              device=z.device)  # fmt: skip
+        ok, diverging = active, tally["diverging"]
+        accept, built = tally["accept"], tally["built"]
+        for leaf in range(n_leaves):
+            set_mask, check_mask, blocks = self._masks(depth, leaf, z.device)
+            out = self._leaf(
+                ld, z, g, p, sharp, rho, ck_sharp, ck_rho, ok, diverging, sub_log_w, prop_z,
+                prop_g, prop_lp, accept, built, eps, minv, neg_h0, threshold, uniforms[leaf],
+                set_mask, check_mask, static=blocks,
+            )  # fmt: skip
+            (z, g, p, sharp, rho, ck_sharp, ck_rho, sub_log_w, prop_z, prop_g, prop_lp, accept,
+             built, ok, diverging, _) = out  # fmt: skip
+            if leaf + 1 < n_leaves and not bool(ok.any()):
+                tally.update(diverging=diverging, accept=accept, built=built)
+                return None
+        tally.update(diverging=diverging, accept=accept, built=built)
+        return ok, (z, g, p, sharp), rho, sub_log_w, (prop_z, prop_g, prop_lp)
+
+    def _step_classic(
+        self,
+        state: MCMCState,
+        logdensity_and_grad: LogDensityFn,
+        params: Params,
+        generator: torch.Generator,
+    ) -> tuple[MCMCState, dict[str, torch.Tensor]]:
+        """The uncompiled transition: leaves kept by reference, the subtree's proposal drawn by
+        Gumbel-max once the subtree is complete (fewest tensor operations per leaf)."""
         minv, eps = params.inverse_mass, params.step_size
         z0, lp0, g0 = state.position, state.lp, state.grad
         dim = z0.shape[-1]
@@ -171,7 +371,7 @@ class NUTS(HamiltonianKernel):
             started.append(active)
             fwd_col = forward[depth].unsqueeze(-1)
             start = torch.where(fwd_col, right, left)
-            sub = self._subtree(
+            sub = self._subtree_classic(
                 start, dim, signed_eps[depth], active, depth, neg_h0, threshold, diverging, leaves,
                 minv, logdensity_and_grad, generator,
             )  # fmt: skip
@@ -205,7 +405,7 @@ class NUTS(HamiltonianKernel):
         }
         return new_state, info
 
-    def _subtree(
+    def _subtree_classic(
         self, start, dim, eps, active, depth, neg_h0, threshold, diverging, leaves, minv, ld, gen
     ):
         """Build ``2**depth`` leaves from the packed edge ``start`` with signed step sizes
@@ -231,30 +431,23 @@ class NUTS(HamiltonianKernel):
         ckpt: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         n_leaves = 2**depth
         for leaf in range(n_leaves):
-            # leapfrog (one batched log-density call), compiled into one kernel if asked
-            fused = None
-            if self._fused is not None:
-                scale = e_col if dense else e_minv
-                fused = self._fused.step(ld, z, g, p, half, scale, minv, threshold)
-            if fused is not None:
-                z_new, g_new, p_new, sharp_new, lp, neg_h, within, _ = fused
+            # leapfrog (one batched log-density call)
+            p_half = torch.addcmul(p, half, g)
+            if dense:
+                z_new = torch.addcmul(z, e_col, velocity(p_half, minv))
             else:
-                p_half = torch.addcmul(p, half, g)
-                if dense:
-                    z_new = torch.addcmul(z, e_col, velocity(p_half, minv))
-                else:
-                    z_new = torch.addcmul(z, e_minv, p_half)
-                lp, g_new = ld(z_new)
-                lp, g_new = lp.detach(), g_new.detach()
-                p_new = torch.addcmul(p_half, half, g_new)
-                sharp_new = velocity(p_new, minv) if dense else minv * p_new
-                neg_h = torch.sub(lp, torch.linalg.vecdot(p_new, sharp_new), alpha=0.5)  # -H
-                within = neg_h >= threshold
+                z_new = torch.addcmul(z, e_minv, p_half)
+            lp, g_new = ld(z_new)
+            lp, g_new = lp.detach(), g_new.detach()
+            p_new = torch.addcmul(p_half, half, g_new)
+            sharp_new = velocity(p_new, minv) if dense else minv * p_new
+            neg_h = torch.sub(lp, torch.linalg.vecdot(p_new, sharp_new), alpha=0.5)  # -H
             leaves.built.append(ok)
             neg_hs.append(neg_h)
             # divergent: energy error above max_delta_energy, or NaN (the comparison fails);
             # chains that have stopped idle at a leaf that passed, so they pass again
             prev_ok = ok
+            within = neg_h >= threshold
             if not bool(within.all()):
                 new_ok = ok & within
                 diverged = ok & ~within

@@ -1,5 +1,6 @@
-"""NUTS with compiled leapfrog steps (``NUTS(compile=True)``): the same transition as the
-unfused kernel, exact draws, and clean fallbacks."""
+"""NUTS with compiled leaves (``NUTS(compile=True)``): the fused tree builder is exact (run
+uncompiled, cheaply, and compiled), compiled and uncompiled fused leaves agree, and every
+failure to compile or evaluate falls back cleanly."""
 
 import math
 import pickle
@@ -14,12 +15,12 @@ import torch
 from ppltk.errors import VectorisationWarning
 from ppltk.mcmc import NUTS, sample, sample_flat
 from ppltk.mcmc._base import default_params
-from ppltk.mcmc.fused import FusedLeapfrog
+from ppltk.mcmc.fused import FusedStep, guarded_call
 from ppltk.mcmc.runner import GuardedDensity
 from ppltk.mcmc.targets import EIGHT_SCHOOLS_SIGMA, EIGHT_SCHOOLS_Y, eight_schools_noncentered
 from ppltk.model import ModelBridge
 
-pytestmark = pytest.mark.skipif(
+needs_compiler = pytest.mark.skipif(
     not any(shutil.which(c) for c in ("g++", "c++", "clang++")), reason="needs a C++ compiler"
 )
 SIGMA = torch.tensor(EIGHT_SCHOOLS_SIGMA, dtype=torch.float64)
@@ -33,15 +34,70 @@ def _scaled_gaussian(scales):
     return logdensity_and_grad
 
 
-def test_fused_transition_equals_unfused_transition():
-    """From the same state, parameters and random stream, one compiled NUTS transition picks
-    the same leaf (positions agree to rounding) for every chain of the eight-schools model."""
+def _fused_uncompiled() -> NUTS:
+    kernel = NUTS()
+    kernel._fused_tree = True  # the compiled path's tree builder, run op by op
+    return kernel
+
+
+def _check_gaussian(out, scales, k=4.0):
+    """Means within ``k`` Monte Carlo standard errors (ArviZ ESS of z) and variances within
+    ``k`` standard errors :math:`\\sigma^2\\sqrt{2/\\mathrm{ESS}(z^2)}` of the exact ones."""
+    import arviz as az
+
+    draws = out.positions.numpy()
+    dim = draws.shape[-1]
+    ess = az.ess(az.from_dict(posterior={"z": draws}))["z"].values
+    ess_sq = az.ess(az.from_dict(posterior={"z": draws**2}))["z"].values
+    flat = draws.reshape(-1, dim)
+    var, scales = (flat**2).mean(0), scales.numpy()
+    assert (abs(flat.mean(0)) < k * scales / ess**0.5).all(), (flat.mean(0), ess)
+    assert (abs(var - scales**2) < k * scales**2 * (2 / ess_sq) ** 0.5).all(), (var, ess_sq)
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_fused_tree_builder_is_exact_on_gaussian(dense):
+    """The fused tree builder (progressive multinomial draw, checkpoint masks), uncompiled:
+    an ill-scaled Gaussian (sd 0.5 .. 3) is sampled exactly, diagonal and dense metric."""
+    scales = torch.linspace(0.5, 3.0, 5, dtype=torch.float64)
+    init = torch.randn(4, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    out = sample_flat(
+        _scaled_gaussian(scales), init, kernel=_fused_uncompiled(), num_warmup=300,
+        num_samples=700, seed=5, progress=False, dense_mass=dense,
+    )  # fmt: skip
+    _check_gaussian(out, scales)
+
+
+def test_fused_tree_builder_statistics_match_classic_builder():
+    """Both builders sample the same transition kernel: with the same adapted parameters, the
+    mean tree size and acceptance statistic agree within their Monte Carlo error."""
+    scales = torch.linspace(0.5, 3.0, 5, dtype=torch.float64)
+    init = torch.randn(64, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    params = default_params(init, step_size=0.4)
+    params.inverse_mass = params.inverse_mass * scales**2
+    stats = []
+    for kernel in (NUTS(), _fused_uncompiled()):
+        out = sample_flat(
+            _scaled_gaussian(scales), init, kernel=kernel, num_warmup=0, num_samples=100,
+            seed=1, progress=False, params=params, adapt_step_size=False, adapt_mass=False,
+        )  # fmt: skip
+        n = torch.as_tensor(out.stats["n_steps"]).double()
+        a = torch.as_tensor(out.stats["accept_prob"]).double()
+        stats.append([(x.mean(), x.std() / x.numel() ** 0.5) for x in (n, a)])
+    for (m0, s0), (m1, s1) in zip(*stats):
+        assert abs(m0 - m1) < 4 * float((s0**2 + s1**2) ** 0.5) + 1e-12
+
+
+@needs_compiler
+def test_compiled_leaves_equal_uncompiled_fused_leaves():
+    """From the same state, parameters and random stream, the compiled tree builder makes the
+    same trees (same leaf counts) and positions agree to rounding (eight schools, 8 chains)."""
     bridge = ModelBridge(eight_schools_noncentered, (SIGMA, Y), backend="fx")
     z0 = bridge.initial_points(8, torch.Generator().manual_seed(1))
     ld = GuardedDensity(bridge.log_density_and_grad, 8, z0.device)
     params = default_params(z0, step_size=0.3)
     results = []
-    for kernel in (NUTS(), NUTS(compile=True)):
+    for kernel in (_fused_uncompiled(), NUTS(compile=True)):
         state = kernel.init(z0, ld)
         for seed in range(3):
             state, info = kernel.step(state, ld, params, torch.Generator().manual_seed(seed))
@@ -51,49 +107,52 @@ def test_fused_transition_equals_unfused_transition():
     torch.testing.assert_close(results[1][0], results[0][0], rtol=tol, atol=tol)
 
 
+@needs_compiler
 def test_compiled_nuts_exact_on_gaussian():
-    """Ill-scaled Gaussian (sd 0.5 .. 3): means and standard deviations within 4 Monte Carlo
-    standard errors (from ArviZ's ESS) of the exact values."""
-    import arviz as az
-
+    """Compiled leaves, ill-scaled Gaussian (sd 0.5 .. 3): exact within 4 MCSE."""
     scales = torch.linspace(0.5, 3.0, 6, dtype=torch.float64)
     init = torch.randn(4, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     out = sample_flat(
         _scaled_gaussian(scales), init, kernel=NUTS(compile=True), num_warmup=300,
         num_samples=600, seed=3, progress=False,
     )  # fmt: skip
-    draws = out.positions.numpy()
-    ess = az.ess(az.from_dict(posterior={"z": draws}))["z"].values
-    mean, sd = draws.reshape(-1, 6).mean(0), draws.reshape(-1, 6).std(0)
-    se_mean = scales.numpy() / ess**0.5
-    se_sd = scales.numpy() / (2 * ess) ** 0.5
-    assert (abs(mean) < 4 * se_mean).all(), (mean, se_mean)
-    assert (abs(sd - scales.numpy()) < 4 * se_sd).all(), (sd, scales)
+    _check_gaussian(out, scales)
 
 
+def _leapfrog_step(ld, z, p, half):
+    """A small pure step for FusedStep's own tests: one leapfrog step, unit metric."""
+    lp0, g0, _ = guarded_call(ld, z)
+    p_half = p + half * g0
+    z_new = z + 2 * half * p_half
+    lp, g, bad = guarded_call(ld, z_new)
+    return z_new, lp, p_half + half * g, bad
+
+
+@needs_compiler
 def test_value_dependent_control_flow_falls_back_with_warning():
     """A density whose branch depends on the point cannot be one static graph: the compiled
-    step disagrees at the probe point, fusion turns off with a warning, results stay exact."""
+    step disagrees at the probe point, compilation turns off with a warning, and the step
+    still gives the uncompiled answer."""
 
     def branchy(z):
         if bool((z[:, 0] > 0).all()):
             return -0.5 * (z**2).sum(-1), -z
         return -0.5 * (z**2).sum(-1) / 4.0, -z / 4.0
 
-    fused = FusedLeapfrog()
-    z = torch.ones(2, 3, dtype=torch.float64)
-    ones = torch.ones(2, 1, dtype=torch.float64)
+    fused = FusedStep(_leapfrog_step, compile=True, num_checked=3, name="test")
+    z = torch.full((2, 3), 0.05, dtype=torch.float64)
+    p, half = torch.zeros_like(z), torch.full((2, 1), 0.5, dtype=torch.float64)
     with pytest.warns(VectorisationWarning, match="could not be compiled"):
-        out = fused.step(
-            branchy, z, -z, -z, 0.5 * ones, torch.ones(2, 3, dtype=torch.float64),
-            torch.ones(2, 3, dtype=torch.float64), torch.full((2,), -1e3, dtype=torch.float64),
-        )  # fmt: skip
-    assert out is None
+        out = fused(branchy, z, p, half)
+    expected = _leapfrog_step(branchy, z, p, half)
+    assert all(torch.equal(a, b) for a, b in zip(out, expected))
 
 
+@needs_compiler
 def test_model_failure_inside_compiled_step_rejects_only_that_chain():
     """A Cholesky inside the model fails for one chain: the compiled step raises, the step is
-    recomputed unfused, and only the failing chain gets -inf (and is counted)."""
+    recomputed uncompiled through the guarded density, and only that chain gets -inf (and is
+    counted)."""
 
     def model():
         a = pyro.sample("a", dist.Normal(0.0, 1.0))
@@ -103,23 +162,22 @@ def test_model_failure_inside_compiled_step_rejects_only_that_chain():
         pyro.factor("f", chol.diagonal(dim1=-2, dim2=-1).log().sum(-1))
 
     bridge = ModelBridge(model, (), backend="fx")
-    dtype = bridge.dtype
-    z = torch.zeros(2, 1, dtype=dtype)
+    z = torch.zeros(2, 1, dtype=bridge.dtype)
     ld = GuardedDensity(bridge.log_density_and_grad, 2, z.device)
     ld(z)
-    fused = FusedLeapfrog()
-    half = torch.full((2, 1), 0.5, dtype=dtype)
-    ones, threshold = torch.ones_like(z), torch.full((2,), -1e3, dtype=dtype)
+    fused = FusedStep(_leapfrog_step, compile=True, num_checked=3, name="test")
+    half = torch.full((2, 1), 0.5, dtype=z.dtype)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", VectorisationWarning)
-        assert fused.step(ld, z, 0 * z, 0 * z, half, ones, ones, threshold) is not None
-    p = torch.tensor([[0.1], [3.0]], dtype=dtype)  # the second chain moves to a = 3
-    assert fused.step(ld, z, 0 * z, p, half, ones, ones, threshold) is None
-    lp, _ = ld(z + p)
+        fused(ld, z, torch.zeros_like(z), half)
+    assert fused._compiled and all(v is not None for v in fused._compiled.values())
+    p = torch.tensor([[0.1], [3.0]], dtype=z.dtype)  # the second chain moves to a = 3
+    z_new, lp, _, bad = fused(ld, z, p, half)
     assert math.isfinite(float(lp[0])) and lp[1] == -math.inf
     assert ld.nonfinite.tolist() == [0, 1]
 
 
+@needs_compiler
 def test_sample_with_inductor_backend_uses_compiled_nuts_and_matches_posterior():
     """``backend="inductor"`` runs NUTS with compiled steps on the Pyro model; the posterior
     mean of mu agrees with the fx run of the same model within Monte Carlo error."""
@@ -138,6 +196,6 @@ def test_sample_with_inductor_backend_uses_compiled_nuts_and_matches_posterior()
 
 def test_compiled_kernel_pickles_without_its_compiled_code():
     kernel = NUTS(compile=True)
-    kernel._fused._steps[("x",)] = None
+    kernel._leaf._compiled[("x",)] = None
     clone = pickle.loads(pickle.dumps(kernel))
-    assert clone.compile and clone._fused._steps == {}
+    assert clone.compile and clone._leaf._compiled == {}
