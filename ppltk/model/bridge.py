@@ -39,6 +39,7 @@ from ppltk.errors import (
     ShapeError,
     VectorisationWarning,
 )
+from ppltk.model.enumeration import Enumeration
 from ppltk.model.graph import BACKENDS, EVALUATION_ERRORS, GraphCache
 
 __all__ = ["ModelBridge", "SiteInfo", "EVALUATION_ERRORS", "evaluate_rows"]
@@ -157,6 +158,7 @@ class ModelBridge:
         allow_discrete: bool = False,
         vectorise: str = "auto",
         backend: str = "auto",
+        enumerate_discrete: bool = True,
     ) -> None:
         if not callable(model):
             raise ArgumentError(f"Expected `model` to be callable, but found {type(model)}")
@@ -177,9 +179,16 @@ class ModelBridge:
         self.observed: dict[str, torch.Tensor] = {}
         self.deterministic: dict[str, tuple[int, ...]] = {}
         self.discrete_sites: list[str] = []
-        self._collect_sites(trace, allow_discrete)
+        self.enumerated: list[str] = []
+        self._collect_sites(trace, allow_discrete, enumerate_discrete)
         varying = self._varying_supports(trace, seed)
         self.dynamic = [name for name in self.sites if name in varying]
+        self._enumeration: Enumeration | None = None
+        if self.enumerated:
+            self._enumeration = Enumeration(
+                model, self.args, self.kwargs, trace, self.enumerated, seed, self._improper_init
+            )
+            self._enumeration.check_supported(self.dynamic, self._subsampled(trace))
         self._validate_observed(trace, varying)
         values = [s["value"] for s in trace.nodes.values() if s["type"] == "sample"]
         reference = values[0] if values else torch.zeros(())
@@ -211,7 +220,7 @@ class ModelBridge:
             f"{type(last).__name__}: {str(last)[:300]}"
         ) from last
 
-    def _collect_sites(self, trace, allow_discrete: bool) -> None:
+    def _collect_sites(self, trace, allow_discrete: bool, enumerate_discrete: bool) -> None:
         offset = 0
         for name, site in trace.nodes.items():
             if site["type"] != "sample" or site_is_subsample(site):
@@ -224,14 +233,26 @@ class ModelBridge:
                 continue
             fn = site["fn"]
             if fn.support.is_discrete:
-                if not allow_discrete:
+                if allow_discrete:
+                    self.discrete_sites.append(name)
+                elif enumerate_discrete and fn.has_enumerate_support:
+                    self.enumerated.append(name)
+                elif enumerate_discrete:
+                    raise DiscreteLatentError(
+                        f"Latent site '{name}' is discrete ({type(fn).__name__}) without a "
+                        "finite support to enumerate (has_enumerate_support is False), so it "
+                        "cannot be summed out; gradient-based methods need continuous latents "
+                        "or enumerable discrete ones. Give it a finite support (e.g. a "
+                        "Categorical over 0..K), marginalise it by hand, condition on it, or "
+                        "use an SMC or MH method."
+                    )
+                else:
                     raise DiscreteLatentError(
                         f"Latent site '{name}' is discrete ({type(fn).__name__}); gradient-based "
                         "methods need continuous latents. Marginalise it out (e.g. with "
                         "pyro.infer.config_enumerate / TraceEnum), condition on it, or use an "
                         "SMC or MH method."
                     )
-                self.discrete_sites.append(name)
                 continue
             transform = biject_to(fn.support)
             value = site["value"]
@@ -248,7 +269,7 @@ class ModelBridge:
             )
             offset += size
         self.dim = offset
-        if self.dim == 0 and not self.discrete_sites:
+        if self.dim == 0 and not self.discrete_sites and not self.enumerated:
             raise ModelStructureError("The model has no latent sample sites to infer.")
 
     def _improper_init(self) -> _ImproperInit:
@@ -329,7 +350,8 @@ class ModelBridge:
         checkpoint's fingerprint compares."""
         latent = [(s.name, list(s.shape), str(s.support)) for s in self.sites.values()]
         observed = [(n, list(v.shape)) for n, v in self.observed.items()]
-        return [latent, observed, sorted(self.deterministic), list(self.discrete_sites)]
+        discrete = list(self.discrete_sites) + [f"{n} (enumerated)" for n in self.enumerated]
+        return [latent, observed, sorted(self.deterministic), discrete]
 
     @staticmethod
     def _subsampled(trace) -> bool:
@@ -356,6 +378,8 @@ class ModelBridge:
             )
         if self.deterministic:
             lines.append(f"deterministic (returned as draws): {', '.join(self.deterministic)}")
+        if self.enumerated:
+            lines.append(f"discrete, summed out by enumeration: {', '.join(self.enumerated)}")
         lines.append(f"observed: {', '.join(self.observed) or '-'}; flat dimension D={self.dim}")
         return "\n".join(lines)
 
@@ -426,6 +450,10 @@ class ModelBridge:
             x = s.transform(u)
             values[s.name] = x
             log_jac = log_jac + s.transform.log_abs_det_jacobian(u, x).sum()
+        if self._enumeration is not None:  # discrete sites summed out (no dynamic sites)
+            trace = self._enumeration.trace(values)
+            prior, lik = self._enumeration.log_parts(trace, set(self.sites), z.new_zeros(()))
+            return log_jac + prior, lik
         terms, dynamic_log_jac = self._site_terms(values, z)
         if dynamic_log_jac is not None:
             log_jac = log_jac + dynamic_log_jac
