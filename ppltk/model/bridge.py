@@ -18,6 +18,7 @@ leading dimension is chains or particles; the model is vectorised over it with
 
 from __future__ import annotations
 
+import hashlib
 import math
 import warnings
 from collections.abc import Callable
@@ -694,8 +695,17 @@ class ModelBridge:
         method: str = "",
         log_evidence: float | None = None,
         attrs: dict | None = None,
+        seed: int | torch.Generator | None = None,
     ):
-        """A :class:`ppltk.Result` from flat draws ``z [chain, draw, D]``."""
+        r"""A :class:`ppltk.Result` from flat draws ``z [chain, draw, D]``.
+
+        Enumerated discrete sites get one draw each per row of ``z``, from their exact
+        conditional :math:`p(k \mid x, y)` given that row's continuous values :math:`x`
+        (``pyro.infer.infer_discrete(temperature=1)``), so that the pairs :math:`(x, k)` are
+        draws from the joint posterior; ``pyro.deterministic`` sites are computed from the same
+        run.  ``seed`` (int or :class:`torch.Generator`) drives those draws; ``None``
+        (default) derives it from a hash of ``z``, so equal draws give equal discrete draws.
+        """
         from ppltk.results import Result
 
         if z.ndim != 3 or z.shape[-1] != self.dim:
@@ -704,12 +714,35 @@ class ModelBridge:
             )
         with torch.no_grad():
             draws = self.constrain(z)
-            if self.deterministic:
+            if self._enumeration is not None:
+                draws.update(self._discrete_draws(draws, z, seed))
+            elif self.deterministic:
                 flat = self._run_rows(z.reshape(-1, self.dim), list(self.deterministic))
                 lead = z.shape[:-1]
                 draws.update({k: v.reshape(lead + v.shape[1:]) for k, v in flat.items()})
         observed = {k: v for k, v in self.observed.items() if _is_data(v)}
         return Result(draws, stats or {}, log_evidence, observed, method, attrs or {})
+
+    def _discrete_draws(
+        self, draws: dict[str, torch.Tensor], z: torch.Tensor, seed: int | torch.Generator | None
+    ) -> dict[str, torch.Tensor]:
+        """Enumerated and deterministic sites' draws ``[chain, draw, ...]`` for the
+        continuous ``draws``."""
+        if seed is None:
+            digest = hashlib.sha256(z.detach().cpu().contiguous().numpy().tobytes()).digest()
+            seed = int.from_bytes(digest[:4], "little")
+        elif isinstance(seed, torch.Generator):
+            seed = child_seed(seed)
+        elif not isinstance(seed, int) or isinstance(seed, bool):
+            raise ArgumentError(
+                f"Expected `seed` to be an int, a torch.Generator or None, but found {seed!r}"
+            )
+        lead = z.shape[:-1]
+        n = math.prod(lead)
+        flat = {k: v.reshape((n,) + self.sites[k].shape) for k, v in draws.items()}
+        rows = [{k: v[i] for k, v in flat.items()} for i in range(n)]
+        sampled = self._enumeration.sample(rows, list(self.deterministic), seed)
+        return {k: v.reshape(lead + v.shape[1:]) for k, v in sampled.items()}
 
 
 def _is_data(value: torch.Tensor) -> bool:
