@@ -10,9 +10,13 @@ end to end in one flat vector :math:`z \\in \\mathbb{R}^D`.  The target density 
                  + \\sum_o \\log p(y_o \\mid x), \\qquad x_s = T_s(u_s),
 
 split into a *prior* part (latent sites plus log-Jacobians) and a *likelihood* part
-(observed sites and ``pyro.factor`` terms).  Points come in batches ``z [B, D]`` whose
-leading dimension is chains or particles; the model is vectorised over it with
-``torch.func.vmap`` (one Pyro trace per batch, not per point), falling back to a loop with a
+(observed sites and ``pyro.factor`` terms).  Discrete latent sites :math:`k` with a finite
+support are summed out exactly by parallel enumeration (:mod:`ppltk.model.enumeration`), so
+that :math:`\\log \\pi` is the marginal :math:`\\log \\sum_k p(x, k, y)` on the continuous
+sites only, with :math:`\\log p(x) = \\log \\sum_k p(x, k)` as its prior part.  Points come
+in batches ``z [B, D]`` whose leading dimension is chains or particles; the model is
+vectorised over it with ``torch.func.vmap`` (one Pyro trace per batch, not per point),
+falling back to a loop with a
 :class:`~ppltk.errors.VectorisationWarning` when a model cannot be vectorised.
 """
 
@@ -124,8 +128,22 @@ class ModelBridge:
     seed
         Seed of the one tracing run that discovers the sites.
     allow_discrete
-        When false (default), a discrete latent site raises
-        :class:`~ppltk.errors.DiscreteLatentError`.
+        When true, discrete latent sites are left alone (listed in ``discrete_sites``, not
+        enumerated, not in the density): for methods that handle them themselves.
+    enumerate_discrete
+        When true (default, and ``allow_discrete`` false), each discrete latent site with
+        ``has_enumerate_support`` (Bernoulli, Categorical, Binomial, ...) is marginalised by
+        parallel enumeration, as Pyro's and NumPyro's NUTS do: a site without a setting is
+        enumerated (``config_enumerate``), a user's ``infer={"enumerate": "parallel"}`` is kept,
+        ``pyro.markov`` chains reuse enumeration dimensions (an HMM costs the forward
+        algorithm, linear in its length) and :meth:`to_result` draws the sites from their exact
+        conditional given each continuous draw.  A discrete site without finite support
+        (``Poisson``), one configured otherwise (``"sequential"``), or any discrete site when
+        this is false, raises :class:`~ppltk.errors.DiscreteLatentError` naming it.  The
+        enumerated sites are in :attr:`enumerated`.  Enumerated models are evaluated batched
+        (vmap) and captured by the ``"fx"``/``"inductor"`` backends like any other; a plate
+        that subsamples or a support that depends on other latents is refused
+        (:class:`~ppltk.errors.ModelStructureError`) in such a model.
     vectorise
         ``"auto"`` (vmap, with a loop fallback), ``"vmap"`` (no fallback) or ``"loop"``.
     backend
@@ -148,6 +166,19 @@ class ModelBridge:
     1
     >>> bridge.log_density(torch.zeros(3, 1)).shape
     torch.Size([3])
+
+    A two-component mixture: the assignments ``k`` are summed out, ``D`` counts ``w``
+    (one unconstrained coordinate), ``loc`` (two) and nothing else.
+
+    >>> def mixture(y):
+    ...     w = pyro.sample("w", dist.Dirichlet(torch.ones(2)))
+    ...     loc = pyro.sample("loc", dist.Normal(torch.zeros(2), 5.0).to_event(1))
+    ...     with pyro.plate("data", len(y)):
+    ...         k = pyro.sample("k", dist.Categorical(w))
+    ...         pyro.sample("y", dist.Normal(loc[k], 1.0), obs=y)
+    >>> bridge = ModelBridge(mixture, (torch.tensor([-1.0, 2.0, 2.5]),))
+    >>> bridge.dim, bridge.enumerated
+    (3, ['k'])
     """
 
     def __init__(
