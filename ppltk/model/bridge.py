@@ -771,8 +771,7 @@ class ModelBridge:
         lead = z.shape[:-1]
         n = math.prod(lead)
         flat = {k: v.reshape((n,) + self.sites[k].shape) for k, v in draws.items()}
-        rows = [{k: v[i] for k, v in flat.items()} for i in range(n)]
-        sampled = self._enumeration.sample(rows, list(self.deterministic), seed)
+        sampled = self._enumeration.sample(flat, list(self.deterministic), seed, self._mode)
         return {k: v.reshape(lead + v.shape[1:]) for k, v in sampled.items()}
 
 

@@ -27,19 +27,21 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 
 import pyro
 import torch
 from pyro import poutine
-from pyro.infer import config_enumerate, infer_discrete
+from pyro.infer import config_enumerate
+from pyro.infer.discrete import _sample_posterior_from_trace
 from pyro.ops.contract import contract_to_tensor
 from pyro.ops.rings import LogRing
 from pyro.poutine.messenger import Messenger
-from pyro.poutine.util import site_is_subsample
+from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 
 from ppltk._rng import pyro_seed
 from ppltk.errors import DiscreteLatentError, ModelStructureError
+from ppltk.model._log_einsum import _safe_log
 
 __all__ = ["Enumeration", "max_plate_nesting"]
 
@@ -213,28 +215,60 @@ class Enumeration:
 
     # ------------------------------------------------------------------ draws
     def sample(
-        self, rows: list[dict[str, torch.Tensor]], extra: Iterable[str], seed: int
+        self,
+        values: dict[str, torch.Tensor],
+        extra: Iterable[str],
+        seed: int,
+        vectorise: str = "auto",
+        chunk: int = 1024,
     ) -> dict[str, torch.Tensor]:
-        r"""One draw of the enumerated sites from :math:`p(k \mid x, y)` for each row of
-        continuous values, ``{site: [N, *shape]}``, by ``infer_discrete(temperature=1)``
-        (forward filtering, backward sampling), plus the values of the sites ``extra`` (e.g.
-        ``pyro.deterministic``) in the same run.  Pyro samples from the global generator, seeded
-        by ``seed`` for the call and restored afterwards."""
+        r"""One draw of the enumerated sites from :math:`p(k \mid x, y)` for each row of the
+        continuous ``values {site: [N, *shape]}``, ``{site: [N, *shape]}``, by Pyro's
+        ``infer_discrete`` machinery at temperature 1 (the forward pass of the contraction,
+        then backward sampling: forward filtering, backward sampling for an HMM), plus the
+        values of the sites ``extra`` (e.g. ``pyro.deterministic``) in the same run.
+
+        Rows are drawn with ``torch.func.vmap`` in chunks (Pyro's ``safe_log``, which vmap
+        refuses, is swapped for :func:`ppltk.model._log_einsum._safe_log` -- same values --
+        for the duration of the call), else one at a time.  Pyro samples from torch's global
+        generator, seeded by ``seed`` for the call and restored afterwards.  ``vectorise``:
+        ``"auto"`` (vmap, else a loop), ``"vmap"`` (no fallback) or ``"loop"``.
+        """
         extra = list(extra)
-        out: dict[str, list[torch.Tensor]] = {n: [] for n in self.names + extra}
+        n = next(iter(values.values())).shape[0] if values else 0
+        names = self.names + extra
         with pyro_seed(seed), pyro.validation_enabled(False), poutine.block():
-            for values in rows:
-                model = infer_discrete(
-                    poutine.condition(self.configured, data=values),
-                    first_available_dim=self.first_available_dim,
-                    temperature=1,
-                )
-                trace = poutine.trace(model).get_trace(*self.args, **self.kwargs)
-                for name in self.names:
-                    out[name].append(_to_shape(trace.nodes[name]["value"], self.shapes[name]))
-                for name in extra:
-                    out[name].append(trace.nodes[name]["value"])
-        return {n: torch.stack(v) if v else torch.zeros((0,)) for n, v in out.items()}
+            try:
+                if vectorise == "loop":
+                    raise _UseLoop
+                with _vmap_safe_log():
+                    parts = [
+                        torch.func.vmap(
+                            lambda v: self._sample_one(v, extra), randomness="different"
+                        )({k: v[i : i + chunk] for k, v in values.items()})
+                        for i in range(0, n, chunk)
+                    ]
+                return {k: torch.cat([p[k] for p in parts]) for k in names}
+            except Exception:  # noqa: BLE001 - models vmap cannot batch: one row at a time
+                if vectorise == "vmap":
+                    raise
+                rows = [
+                    self._sample_one({k: v[i] for k, v in values.items()}, extra) for i in range(n)
+                ]
+                return {k: torch.stack([r[k] for r in rows]) for k in names}
+
+    def _sample_one(self, values: dict[str, torch.Tensor], extra: list[str]) -> dict:
+        """The enumerated (and ``extra``) sites' values in one posterior draw at ``values``."""
+        enum_trace = prune_subsample_sites(self.trace(values))
+        enum_trace.compute_log_prob()
+        enum_trace.pack_tensors()
+        replay = poutine.trace(poutine.condition(self.configured, data=values))
+        trace = _sample_posterior_from_trace(
+            replay.get_trace, enum_trace, 1, False, *self.args, **self.kwargs
+        )
+        out = {n: _to_shape(trace.nodes[n]["value"], self.shapes[n]) for n in self.names}
+        out.update({n: trace.nodes[n]["value"] for n in extra})
+        return out
 
     def check_supported(self, dynamic: list[str], subsampled: bool) -> None:
         """Refuse the combinations enumeration does not handle exactly."""
@@ -252,6 +286,25 @@ class Enumeration:
                 "scale does not commute with the sum over discrete values). Remove "
                 "`subsample_size`."
             )
+
+
+class _UseLoop(Exception):
+    """Internal: draw row by row."""
+
+
+@contextmanager
+def _vmap_safe_log():
+    """Pyro's sampling einsum takes its logarithm with ``pyro.ops.special.safe_log`` (an
+    ``autograd.Function`` that ``torch.func.vmap`` refuses); swap in a vmap-safe one with the
+    same values while sampling without gradients, and restore it."""
+    import pyro.ops.einsum.torch_log as torch_log
+
+    original = torch_log.safe_log
+    torch_log.safe_log = _safe_log
+    try:
+        yield
+    finally:
+        torch_log.safe_log = original
 
 
 def _to_shape(value: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:

@@ -160,7 +160,7 @@ def mixture_conditional(values, y):
 
 
 def test_mixture_discrete_draws_follow_the_exact_conditional():
-    bridge = ModelBridge(mixture, (Y_MIX,))
+    bridge = ModelBridge(mixture, (Y_MIX,), vectorise="vmap")
     z0 = torch.randn(2, bridge.dim, dtype=D, generator=make_generator(3))
     n = 300  # each of two points repeated: [chain=2, draw=n]
     z = z0[:, None, :].expand(2, n, bridge.dim)
@@ -191,10 +191,12 @@ def small_hmm(y):
         pyro.sample(f"y_{t}", dist.Normal(LEVELS[x], 1.0), obs=y[t])
 
 
-def test_hmm_joint_draws_follow_the_exact_posterior():
-    """Draws of (x_0, x_1, x_2) against the brute-force posterior over all 8 paths."""
+@pytest.mark.parametrize("vectorise", ["vmap", "loop"])
+def test_hmm_joint_draws_follow_the_exact_posterior(vectorise):
+    """Draws of (x_0, x_1, x_2) against the brute-force posterior over all 8 paths, drawn
+    batched (vmap) and one row at a time."""
     y = torch.tensor([0.4, -1.2, 0.9], dtype=D)
-    bridge = ModelBridge(small_hmm, (y,))
+    bridge = ModelBridge(small_hmm, (y,), vectorise=vectorise)
     z0 = torch.randn(1, bridge.dim, dtype=D, generator=make_generator(6))
     trans = bridge.constrain(z0)["trans"][0]
     paths = list(itertools.product(range(2), repeat=3))
