@@ -2,8 +2,8 @@
 
 Both samplers run through ``ppltk.mcmc.sample_flat`` on hand-written batched densities, one
 torch thread, with their default warm-up (ChEES: cross-chain adaptation; NUTS: Stan's
-per-chain windows), ``W`` warm-up + ``S`` kept iterations per chain (500 + 500; ``--quick``:
-200 + 200 and 64, 256 chains).
+per-chain windows), ``W`` warm-up + ``S`` kept iterations per chain (300 + 300; ``--quick``:
+150 + 150 and 64, 256 chains).
 
 Targets:
 
@@ -134,10 +134,10 @@ def run(target, kernel: str, chains: int, warmup: int, samples: int) -> dict:
 
 
 def main(quick: bool) -> list[dict]:
-    warmup = samples = 200 if quick else 500
+    warmup = samples = 150 if quick else 300
     chain_counts = (64, 256) if quick else (64, 256, 1024)
     rows = []
-    for target in (gaussian_100d, eight_schools_nc):
+    for target in (eight_schools_nc, gaussian_100d):
         for chains in chain_counts:
             base = None
             for kernel in ("nuts", "chees"):
@@ -174,7 +174,7 @@ def to_markdown(rows: list[dict], facts: dict) -> str:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--quick", action="store_true", help="200 + 200 iterations, 64 and 256 chains"
+        "--quick", action="store_true", help="150 + 150 iterations, 64 and 256 chains"
     )
     quick = parser.parse_args().quick
     facts = {

@@ -272,3 +272,18 @@ def test_hundred_dimensional_correlated_gaussian_moments():
     x = out.positions.numpy()
     for d in (0, 50, 99):
         assert_moments(x[..., d], 0.0, float(cov[d, d]), f"dim {d}")
+
+
+def test_a_chain_started_far_out_is_brought_in():
+    """One chain starts at log-density -1.5e6, where every move of the others' step size
+    diverges; the harmonic-mean acceptance (dominated by the worst chain) shrinks the shared
+    step size until it moves in, then warm-up grows it back; kept draws are exact."""
+    ld = _scaled_gaussian(torch.ones(3, dtype=DTYPE))
+    init = _init(32, 3)
+    init[5] = 1000.0
+    out = sample_flat(ld, init, kernel="chees", num_warmup=200, num_samples=100, seed=0,
+                      progress=False)  # fmt: skip
+    assert out.attrs["restarts"].shape == (32,)
+    assert out.positions.abs().max() < 10
+    assert out.num_divergences == 0
+    assert_moments(out.positions[..., 0].numpy(), 0.0, 1.0)
