@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from ppltk._rng import make_generator
-from ppltk.errors import DiscreteLatentError
+from ppltk.errors import DiscreteLatentError, ModelStructureError
 from ppltk.model import ModelBridge
 
 D = torch.float64
@@ -214,3 +214,32 @@ def test_hmm_joint_draws_follow_the_exact_posterior(vectorise):
     freq = torch.bincount(code, minlength=8).to(D) / n
     se = (exact * (1 - exact) / n).sqrt()
     assert ((freq - exact).abs() <= 4.5 * se + 1e-12).all(), (freq, exact)
+
+
+def test_deterministic_sites_follow_the_drawn_discrete_values():
+    def model(y):
+        w = pyro.sample("w", dist.Dirichlet(torch.ones(2, dtype=D)))
+        loc = pyro.sample("loc", dist.Normal(torch.tensor([-2.0, 2.0], dtype=D), 1.0).to_event(1))
+        pyro.deterministic("gap", loc[1] - loc[0])
+        with pyro.plate("data", len(y)):
+            k = pyro.sample("k", dist.Categorical(w))
+            pyro.deterministic("mean_k", loc[k])
+            pyro.sample("y", dist.Normal(loc[k], 1.0), obs=y)
+
+    bridge = ModelBridge(model, (Y_MIX,))
+    z = torch.randn(2, 5, bridge.dim, dtype=D, generator=make_generator(8))
+    draws = {k: torch.as_tensor(v) for k, v in bridge.to_result(z).draws.items()}
+    loc, k = draws["loc"], draws["k"].long()
+    torch.testing.assert_close(draws["mean_k"], torch.gather(loc, -1, k))
+    torch.testing.assert_close(draws["gap"], loc[..., 1] - loc[..., 0])
+
+
+def test_subsampling_with_enumeration_is_refused():
+    def model(y):
+        loc = pyro.sample("loc", dist.Normal(torch.zeros(2, dtype=D), 1.0).to_event(1))
+        with pyro.plate("data", len(y), subsample_size=4):
+            k = pyro.sample("k", dist.Bernoulli(torch.tensor(0.5, dtype=D)))
+            pyro.sample("y", dist.Normal(loc[k.long()], 1.0), obs=y[:4])
+
+    with pytest.raises(ModelStructureError, match="subsample"):
+        ModelBridge(model, (Y_MIX,))
