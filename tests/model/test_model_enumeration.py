@@ -72,6 +72,8 @@ def test_mixture_log_density_equals_hand_marginalised(backend):
     lp_hand, grad_hand = hand.log_density_and_grad(z)
     torch.testing.assert_close(lp, lp_hand, rtol=0, atol=1e-10)
     torch.testing.assert_close(grad, grad_hand, rtol=0, atol=1e-9)
+    looped = ModelBridge(mixture, (Y_MIX,), backend=backend, vectorise="loop")
+    torch.testing.assert_close(looped.log_density(z), hand.log_density(z), rtol=0, atol=1e-10)
     prior, lik = bridge.log_prior_and_likelihood(z)  # p(theta) and p(y | theta) exactly
     prior_hand, lik_hand = hand.log_prior_and_likelihood(z)
     torch.testing.assert_close(prior, prior_hand, rtol=0, atol=1e-10)
