@@ -1,4 +1,5 @@
-"""Batched-chain MCMC: HMC, NUTS, random-walk MH and Gibbs-style blocks, with Stan's warm-up.
+"""Batched-chain MCMC: HMC, NUTS, ChEES-HMC, random-walk MH and Gibbs-style blocks, with Stan's
+warm-up (cross-chain warm-up for ChEES).
 
 All chains advance as one tensor computation: a kernel's ``step`` makes one batched
 ``logdensity_and_grad(z [C, D])`` call per leapfrog step for every chain at once.
@@ -6,13 +7,16 @@ All chains advance as one tensor computation: a kernel's ``step`` makes one batc
 
 from ppltk.mcmc._base import Kernel, MCMCState, Params
 from ppltk.mcmc.adaptation import (
+    Adam,
     DualAveraging,
+    EnsembleAdapter,
     StuckChainMonitor,
     WarmupAdapter,
     WelfordCovariance,
     window_schedule,
 )
 from ppltk.mcmc.api import sample
+from ppltk.mcmc.chees import ChEES, ChEESAdapter, ChEESParams
 from ppltk.mcmc.gibbs import Gibbs
 from ppltk.mcmc.hmc import HMC
 from ppltk.mcmc.integrators import find_reasonable_step_size, leapfrog
@@ -29,6 +33,9 @@ from ppltk.mcmc.runner import (
 __all__ = [
     "NUTS",
     "HMC",
+    "ChEES",
+    "ChEESParams",
+    "ChEESAdapter",
     "RandomWalkMH",
     "Gibbs",
     "Kernel",
@@ -47,4 +54,6 @@ __all__ = [
     "WelfordCovariance",
     "WarmupAdapter",
     "StuckChainMonitor",
+    "EnsembleAdapter",
+    "Adam",
 ]

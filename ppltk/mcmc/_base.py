@@ -9,7 +9,7 @@ dict and are never carried.  No kernel object holds chain state between calls.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import torch
 
@@ -63,6 +63,11 @@ class Params:
 
     def as_dict(self) -> dict[str, torch.Tensor]:
         return {"step_size": self.step_size, "inverse_mass": self.inverse_mass}
+
+    def take(self, index: torch.Tensor) -> Params:
+        """Chain ``c`` gets the parameters of chain ``index[c]`` (every field, also those of a
+        subclass such as :class:`~ppltk.mcmc.chees.ChEESParams`)."""
+        return replace(self, **{f.name: getattr(self, f.name)[index] for f in fields(self)})
 
 
 def where(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -160,3 +165,26 @@ class Kernel:
     def tune_step_size(self, state, logdensity_and_grad, params, generator):
         """Return ``params`` with a reasonable initial step size (default: unchanged)."""
         return params
+
+    # -- warm-up hook ------------------------------------------------------------------
+    def make_adapters(
+        self,
+        num_warmup: int,
+        params,
+        target_accept: float,
+        adapt_step_size: bool = True,
+        adapt_mass: bool = True,
+    ) -> list:
+        """The warm-up adapters :func:`~ppltk.mcmc.sample_flat` drives for this kernel.
+
+        Default: one Stan-style :class:`~ppltk.mcmc.WarmupAdapter` per parameter block
+        (per-chain dual averaging, windowed metric). A kernel whose warm-up pools the chains
+        (ChEES) returns a single :class:`~ppltk.mcmc.adaptation.EnsembleAdapter` instead,
+        which sees every chain's state before and after each transition.
+        """
+        from ppltk.mcmc.adaptation import WarmupAdapter  # adaptation imports this module
+
+        return [
+            WarmupAdapter(num_warmup, bp, target_accept, adapt_step_size, adapt_mass)
+            for bp in self.param_blocks(params)
+        ]

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ppltk.mcmc._base import Params
+from ppltk.mcmc._base import MCMCState, Params
 
 __all__ = [
     "window_schedule",
@@ -37,6 +37,8 @@ __all__ = [
     "WelfordCovariance",
     "WarmupAdapter",
     "StuckChainMonitor",
+    "EnsembleAdapter",
+    "Adam",
 ]
 
 
@@ -297,6 +299,89 @@ class StuckChainMonitor:
 
     def state_dict(self) -> dict:
         return {"n": self.n, "accept": self.accept, "lp_sum": self.lp_sum, "lp_max": self.lp_max}
+
+    def load_state_dict(self, state: dict) -> None:
+        for key, value in state.items():
+            setattr(self, key, value)
+
+
+class EnsembleAdapter:
+    """Base of warm-up adapters that pool every chain (ChEES): one set of parameters, shared by
+    all chains, is tuned from cross-chain statistics.
+
+    :func:`~ppltk.mcmc.sample_flat` uses one such adapter in place of the per-block
+    :class:`WarmupAdapter` list when the kernel's ``make_adapters`` returns it, and calls
+    :meth:`update` once per warm-up iteration with the chains' states before and after the
+    transition and the kernel's ``info``.  Like :class:`WarmupAdapter` it only changes warm-up:
+    the kept draws come from the frozen kernel.
+
+    Attributes
+    ----------
+    params
+        The parameters in force (restored with :meth:`load_state_dict`, so a resumed run gets
+        back also the fields that a plain :class:`~ppltk.mcmc.Params` does not carry).
+    """
+
+    params: Params
+
+    def update(
+        self,
+        iteration: int,
+        before: MCMCState,
+        after: MCMCState,
+        info: dict[str, torch.Tensor],
+        params: Params,
+    ) -> Params:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def take_rows(self, index: torch.Tensor) -> None:
+        """Chain ``c`` takes over the parameters of chain ``index[c]`` (a stuck-chain restart;
+        the pooled adaptation state is shared and stays as it is)."""
+        self.params = self.params.take(index)
+
+    def state_dict(self) -> dict:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+@dataclass
+class Adam:
+    """Adam (Kingma & Ba 2015) *ascent* on a tensor parameter :math:`\\theta`:
+
+    .. math::
+        m_t = \\beta_1 m_{t-1} + (1-\\beta_1) g_t, \\quad
+        v_t = \\beta_2 v_{t-1} + (1-\\beta_2) g_t^2, \\quad
+        \\Delta_t = \\eta\\,\\frac{m_t / (1-\\beta_1^t)}{\\sqrt{v_t / (1-\\beta_2^t)} + \\varepsilon}.
+
+    :meth:`step` returns :math:`\\Delta_t` (to be added to :math:`\\theta`); state tensors are
+    replaced, never changed in place (snapshots of the warm-up stay valid).
+    """
+
+    m: torch.Tensor
+    v: torch.Tensor
+    t: int = 0
+    lr: float = 0.025
+    beta1: float = 0.0
+    beta2: float = 0.95
+    eps: float = 1e-8
+
+    @classmethod
+    def start(cls, like: torch.Tensor, **options) -> Adam:
+        zeros = torch.zeros_like(like)
+        return cls(zeros, zeros, 0, **options)
+
+    def step(self, grad: torch.Tensor) -> torch.Tensor:
+        self.t += 1
+        self.m = self.beta1 * self.m + (1.0 - self.beta1) * grad
+        self.v = self.beta2 * self.v + (1.0 - self.beta2) * grad * grad
+        m_hat = self.m / (1.0 - self.beta1**self.t)
+        v_hat = self.v / (1.0 - self.beta2**self.t)
+        return self.lr * m_hat / (v_hat.sqrt() + self.eps)
+
+    def state_dict(self) -> dict:
+        return {"m": self.m, "v": self.v, "t": self.t}
 
     def load_state_dict(self, state: dict) -> None:
         for key, value in state.items():

@@ -39,7 +39,12 @@ def sample(
 
     The model's continuous latent sites are mapped to one flat unconstrained vector per chain
     (:class:`ppltk.model.ModelBridge`); the kernel runs on :math:`\\log\\pi(z)` including the
-    log-Jacobian, and the draws are mapped back to the constrained sites.
+    log-Jacobian, and the draws are mapped back to the constrained sites.  Discrete latent
+    sites with a finite support (Bernoulli, Categorical, ``pyro.markov`` HMM states, ...) are
+    summed out exactly by parallel enumeration, so the kernel runs on the continuous sites
+    only, and each draw of them comes back with a draw of the discrete sites from their exact
+    conditional given it; a discrete site without a finite support (e.g. ``Poisson``) raises
+    :class:`~ppltk.errors.DiscreteLatentError`.
 
     Parameters
     ----------
@@ -80,7 +85,9 @@ def sample(
     Returns
     -------
     ppltk.Result
-        ``draws {site: [chain, draw, ...]}`` (latent sites and ``pyro.deterministic`` sites)
+        ``draws {site: [chain, draw, ...]}`` (latent sites, enumerated discrete sites drawn
+        from :math:`p(k \\mid x, y)` at each continuous draw :math:`x`, and
+        ``pyro.deterministic`` sites)
         and ``stats`` (``lp``, ``accept_prob``, ``step_size``, ``tree_depth``, ``n_steps``,
         ``diverging``), ``attrs`` with ``num_divergences``, ``interrupted``,
         ``num_restarts`` and ``nonfinite_evaluations`` (per chain).

@@ -21,8 +21,9 @@ from ppltk._progress import progress_bar
 from ppltk._rng import make_generator
 from ppltk.errors import ArgumentError, DivergenceWarning, InterruptedWarning, PpltkWarning
 from ppltk.mcmc._base import Kernel, LogDensityFn, MCMCState, Params, check_params, check_position
-from ppltk.mcmc.adaptation import StuckChainMonitor, WarmupAdapter
+from ppltk.mcmc.adaptation import EnsembleAdapter, StuckChainMonitor
 from ppltk.mcmc.checkpoint import load_checkpoint, run_fingerprint, save_checkpoint
+from ppltk.mcmc.chees import ChEES
 from ppltk.mcmc.hmc import HMC
 from ppltk.mcmc.mh import RandomWalkMH
 from ppltk.mcmc.nuts import NUTS
@@ -59,7 +60,7 @@ class GuardedDensity:
         return lp, grad
 
 
-_KERNELS = {"nuts": NUTS, "hmc": HMC, "mh": RandomWalkMH}
+_KERNELS = {"nuts": NUTS, "hmc": HMC, "mh": RandomWalkMH, "chees": ChEES}
 
 
 @dataclass
@@ -96,7 +97,7 @@ class SampleOutput:
 
 
 def make_kernel(kernel: str | Kernel) -> Kernel:
-    """``"nuts"``, ``"hmc"``, ``"mh"`` or a kernel object -> kernel object."""
+    """``"nuts"``, ``"hmc"``, ``"mh"``, ``"chees"`` or a kernel object -> kernel object."""
     if isinstance(kernel, Kernel):
         return kernel
     if isinstance(kernel, str) and kernel.lower() in _KERNELS:
@@ -120,6 +121,8 @@ class _Run:
         self.kernel, self.ld, self.state, self.params = kernel, ld, state, params
         self.num_warmup, self.num_samples = num_warmup, num_samples
         self.adapters, self.gen = adapters, gen
+        # one adapter pooling all chains (ChEES) instead of one Stan adapter per block
+        self.ensemble = len(adapters) == 1 and isinstance(adapters[0], EnsembleAdapter)
         chains, dim = state.position.shape
         self.positions = state.position.new_empty((chains, num_samples, dim))
         self.stats: dict[str, torch.Tensor] = {}
@@ -137,14 +140,16 @@ class _Run:
         return max(self.completed - self.num_warmup, 0)
 
     def iterate(self, i: int) -> None:
-        state, info = self.kernel.step(self.state, self.ld, self.params, self.gen)
+        before = self.state
+        state, info = self.kernel.step(before, self.ld, self.params, self.gen)
         self.state = state
         if i < self.num_warmup:
             if "diverging" in info:
                 self._pending_divergences.append(info["diverging"])
-            self._adapt(i, info)
-        else:
-            self._pending.append((i - self.num_warmup, state.position, info))
+            self._adapt(i, info, before)
+        else:  # only the statistics are kept (info may hold [C, D] tensors for adaptation)
+            stats = {name: info[name] for name in self.kernel.stat_names}
+            self._pending.append((i - self.num_warmup, state.position, stats))
         self.completed = i + 1
 
     # -- one atomic unit for checkpoints: a snapshot of everything that an iteration changes
@@ -195,21 +200,25 @@ class _Run:
             self.stats[name][:, first:last] = value
         self._pending = []
 
-    def _adapt(self, i: int, info: dict[str, torch.Tensor]) -> None:
+    def _adapt(self, i: int, info: dict[str, torch.Tensor], before: MCMCState) -> None:
         kernel, z = self.kernel, self.state.position
-        blocks = kernel.param_blocks(self.params)
-        accepts = kernel.block_accept(info)
-        slices = kernel.blocks(z.shape[-1])
-        new = [
-            a.update(i, z[:, ix], acc, bp)
-            for a, bp, acc, ix in zip(self.adapters, blocks, accepts, slices)
-        ]
-        self.params = kernel.join_param_blocks(new)
-        if any(a.metric_updated for a in self.adapters) and self.adapters[0].adapt_step_size:
-            self.params = kernel.tune_step_size(self.state, self.ld, self.params, self.gen)
-            for a, bp in zip(self.adapters, kernel.param_blocks(self.params)):
-                a.restart(bp.step_size)
-        accept = torch.stack(accepts).mean(0)
+        if self.ensemble:
+            self.params = self.adapters[0].update(i, before, self.state, info, self.params)
+            accept = info["accept_prob"]
+        else:
+            blocks = kernel.param_blocks(self.params)
+            accepts = kernel.block_accept(info)
+            slices = kernel.blocks(z.shape[-1])
+            new = [
+                a.update(i, z[:, ix], acc, bp)
+                for a, bp, acc, ix in zip(self.adapters, blocks, accepts, slices)
+            ]
+            self.params = kernel.join_param_blocks(new)
+            if any(a.metric_updated for a in self.adapters) and self.adapters[0].adapt_step_size:
+                self.params = kernel.tune_step_size(self.state, self.ld, self.params, self.gen)
+                for a, bp in zip(self.adapters, kernel.param_blocks(self.params)):
+                    a.restart(bp.step_size)
+            accept = torch.stack(accepts).mean(0)
         if self.monitor is not None and self.monitor.update(i, self.state.lp, accept):
             step = kernel.param_blocks(self.params)[0].step_size
             stuck = self.monitor.stuck(step)
@@ -226,10 +235,7 @@ class _Run:
         donor = torch.where(stuck, healthy[pick], torch.arange(chains, device=stuck.device))
         st = self.state
         self.state = MCMCState(st.position[donor], st.lp[donor], st.grad[donor])
-        blocks = [
-            Params(bp.step_size[donor], bp.inverse_mass[donor])
-            for bp in self.kernel.param_blocks(self.params)
-        ]
+        blocks = [bp.take(donor) for bp in self.kernel.param_blocks(self.params)]
         self.params = self.kernel.join_param_blocks(blocks)
         for adapter in self.adapters:
             adapter.take_rows(donor)
@@ -290,14 +296,17 @@ def sample_flat(
     init_position
         ``[C, D]`` starting points (one row per chain, finite log-density).
     kernel
-        ``"nuts"`` (default), ``"hmc"``, ``"mh"`` or a kernel object (:class:`NUTS`,
-        :class:`HMC`, :class:`RandomWalkMH`, :class:`Gibbs`).
+        ``"nuts"`` (default), ``"hmc"``, ``"mh"``, ``"chees"`` or a kernel object
+        (:class:`NUTS`, :class:`HMC`, :class:`RandomWalkMH`, :class:`Gibbs`,
+        :class:`ChEES`). The kernel's ``make_adapters`` chooses the warm-up: Stan's per-chain
+        adaptation by default, cross-chain adaptation for ChEES.
     num_warmup, num_samples
         Warm-up (adaptation) iterations and kept draws per chain.
     seed
         ``int`` or :class:`torch.Generator`; all randomness comes from it.
     target_accept
-        Dual-averaging target (``None``: the kernel's default, 0.8 for HMC/NUTS, 0.234 for MH).
+        Dual-averaging target (``None``: the kernel's default, 0.8 for HMC/NUTS, 0.234 for MH,
+        0.651 for ChEES, whose target is the chains' harmonic-mean acceptance).
     dense_mass
         Adapt a dense ``[C, D, D]`` metric instead of a diagonal one.
     progress
@@ -373,16 +382,15 @@ def sample_flat(
     dim = init_position.shape[-1]
     for ix, block in zip(kernel.blocks(dim), kernel.param_blocks(params)):
         check_params(block, init_position[:, ix])
-    adapters = [
-        WarmupAdapter(num_warmup, bp, target, adapt_step_size, adapt_mass)
-        for bp in kernel.param_blocks(params)
-    ]
+    adapters = kernel.make_adapters(num_warmup, params, target, adapt_step_size, adapt_mass)
     run = _Run(kernel, logdensity_and_grad, state, params, num_warmup, num_samples, adapters, gen)
     run.fingerprint = prints
     if restart_stuck:
         run.monitor = StuckChainMonitor(num_warmup, init_position)
     if resume:
         load_checkpoint(path, run)
+        if run.ensemble:  # a checkpoint stores plain Params; the adapter has the full set
+            run.params = adapters[0].params
     _loop(run, path, checkpoint_every, progress)
     out = run.output(interrupted=run.completed < num_warmup + num_samples)
     if warn_disagreement:

@@ -10,14 +10,19 @@ end to end in one flat vector :math:`z \\in \\mathbb{R}^D`.  The target density 
                  + \\sum_o \\log p(y_o \\mid x), \\qquad x_s = T_s(u_s),
 
 split into a *prior* part (latent sites plus log-Jacobians) and a *likelihood* part
-(observed sites and ``pyro.factor`` terms).  Points come in batches ``z [B, D]`` whose
-leading dimension is chains or particles; the model is vectorised over it with
-``torch.func.vmap`` (one Pyro trace per batch, not per point), falling back to a loop with a
+(observed sites and ``pyro.factor`` terms).  Discrete latent sites :math:`k` with a finite
+support are summed out exactly by parallel enumeration (:mod:`ppltk.model.enumeration`), so
+that :math:`\\log \\pi` is the marginal :math:`\\log \\sum_k p(x, k, y)` on the continuous
+sites only, with :math:`\\log p(x) = \\log \\sum_k p(x, k)` as its prior part.  Points come
+in batches ``z [B, D]`` whose leading dimension is chains or particles; the model is
+vectorised over it with ``torch.func.vmap`` (one Pyro trace per batch, not per point),
+falling back to a loop with a
 :class:`~ppltk.errors.VectorisationWarning` when a model cannot be vectorised.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import warnings
 from collections.abc import Callable
@@ -39,6 +44,7 @@ from ppltk.errors import (
     ShapeError,
     VectorisationWarning,
 )
+from ppltk.model.enumeration import Enumeration
 from ppltk.model.graph import BACKENDS, EVALUATION_ERRORS, GraphCache
 
 __all__ = ["ModelBridge", "SiteInfo", "EVALUATION_ERRORS", "evaluate_rows"]
@@ -122,8 +128,22 @@ class ModelBridge:
     seed
         Seed of the one tracing run that discovers the sites.
     allow_discrete
-        When false (default), a discrete latent site raises
-        :class:`~ppltk.errors.DiscreteLatentError`.
+        When true, discrete latent sites are left alone (listed in ``discrete_sites``, not
+        enumerated, not in the density): for methods that handle them themselves.
+    enumerate_discrete
+        When true (default, and ``allow_discrete`` false), each discrete latent site with
+        ``has_enumerate_support`` (Bernoulli, Categorical, Binomial, ...) is marginalised by
+        parallel enumeration, as Pyro's and NumPyro's NUTS do: a site without a setting is
+        enumerated (``config_enumerate``), a user's ``infer={"enumerate": "parallel"}`` is kept,
+        ``pyro.markov`` chains reuse enumeration dimensions (an HMM costs the forward
+        algorithm, linear in its length) and :meth:`to_result` draws the sites from their exact
+        conditional given each continuous draw.  A discrete site without finite support
+        (``Poisson``), one configured otherwise (``"sequential"``), or any discrete site when
+        this is false, raises :class:`~ppltk.errors.DiscreteLatentError` naming it.  The
+        enumerated sites are in :attr:`enumerated`.  Enumerated models are evaluated batched
+        (vmap) and captured by the ``"fx"``/``"inductor"`` backends like any other; a plate
+        that subsamples or a support that depends on other latents is refused
+        (:class:`~ppltk.errors.ModelStructureError`) in such a model.
     vectorise
         ``"auto"`` (vmap, with a loop fallback), ``"vmap"`` (no fallback) or ``"loop"``.
     backend
@@ -146,6 +166,19 @@ class ModelBridge:
     1
     >>> bridge.log_density(torch.zeros(3, 1)).shape
     torch.Size([3])
+
+    A two-component mixture: the assignments ``k`` are summed out, ``D`` counts ``w``
+    (one unconstrained coordinate), ``loc`` (two) and nothing else.
+
+    >>> def mixture(y):
+    ...     w = pyro.sample("w", dist.Dirichlet(torch.ones(2)))
+    ...     loc = pyro.sample("loc", dist.Normal(torch.zeros(2), 5.0).to_event(1))
+    ...     with pyro.plate("data", len(y)):
+    ...         k = pyro.sample("k", dist.Categorical(w))
+    ...         pyro.sample("y", dist.Normal(loc[k], 1.0), obs=y)
+    >>> bridge = ModelBridge(mixture, (torch.tensor([-1.0, 2.0, 2.5]),))
+    >>> bridge.dim, bridge.enumerated
+    (3, ['k'])
     """
 
     def __init__(
@@ -157,6 +190,7 @@ class ModelBridge:
         allow_discrete: bool = False,
         vectorise: str = "auto",
         backend: str = "auto",
+        enumerate_discrete: bool = True,
     ) -> None:
         if not callable(model):
             raise ArgumentError(f"Expected `model` to be callable, but found {type(model)}")
@@ -177,9 +211,16 @@ class ModelBridge:
         self.observed: dict[str, torch.Tensor] = {}
         self.deterministic: dict[str, tuple[int, ...]] = {}
         self.discrete_sites: list[str] = []
-        self._collect_sites(trace, allow_discrete)
+        self.enumerated: list[str] = []
+        self._collect_sites(trace, allow_discrete, enumerate_discrete)
         varying = self._varying_supports(trace, seed)
         self.dynamic = [name for name in self.sites if name in varying]
+        self._enumeration: Enumeration | None = None
+        if self.enumerated:
+            self._enumeration = Enumeration(
+                model, self.args, self.kwargs, trace, self.enumerated, seed, self._improper_init
+            )
+            self._enumeration.check_supported(self.dynamic, self._subsampled(trace))
         self._validate_observed(trace, varying)
         values = [s["value"] for s in trace.nodes.values() if s["type"] == "sample"]
         reference = values[0] if values else torch.zeros(())
@@ -211,7 +252,7 @@ class ModelBridge:
             f"{type(last).__name__}: {str(last)[:300]}"
         ) from last
 
-    def _collect_sites(self, trace, allow_discrete: bool) -> None:
+    def _collect_sites(self, trace, allow_discrete: bool, enumerate_discrete: bool) -> None:
         offset = 0
         for name, site in trace.nodes.items():
             if site["type"] != "sample" or site_is_subsample(site):
@@ -224,14 +265,26 @@ class ModelBridge:
                 continue
             fn = site["fn"]
             if fn.support.is_discrete:
-                if not allow_discrete:
+                if allow_discrete:
+                    self.discrete_sites.append(name)
+                elif enumerate_discrete and fn.has_enumerate_support:
+                    self.enumerated.append(name)
+                elif enumerate_discrete:
+                    raise DiscreteLatentError(
+                        f"Latent site '{name}' is discrete ({type(fn).__name__}) without a "
+                        "finite support to enumerate (has_enumerate_support is False), so it "
+                        "cannot be summed out; gradient-based methods need continuous latents "
+                        "or enumerable discrete ones. Give it a finite support (e.g. a "
+                        "Categorical over 0..K), marginalise it by hand, condition on it, or "
+                        "use an SMC or MH method."
+                    )
+                else:
                     raise DiscreteLatentError(
                         f"Latent site '{name}' is discrete ({type(fn).__name__}); gradient-based "
                         "methods need continuous latents. Marginalise it out (e.g. with "
                         "pyro.infer.config_enumerate / TraceEnum), condition on it, or use an "
                         "SMC or MH method."
                     )
-                self.discrete_sites.append(name)
                 continue
             transform = biject_to(fn.support)
             value = site["value"]
@@ -248,7 +301,7 @@ class ModelBridge:
             )
             offset += size
         self.dim = offset
-        if self.dim == 0 and not self.discrete_sites:
+        if self.dim == 0 and not self.discrete_sites and not self.enumerated:
             raise ModelStructureError("The model has no latent sample sites to infer.")
 
     def _improper_init(self) -> _ImproperInit:
@@ -329,7 +382,8 @@ class ModelBridge:
         checkpoint's fingerprint compares."""
         latent = [(s.name, list(s.shape), str(s.support)) for s in self.sites.values()]
         observed = [(n, list(v.shape)) for n, v in self.observed.items()]
-        return [latent, observed, sorted(self.deterministic), list(self.discrete_sites)]
+        discrete = list(self.discrete_sites) + [f"{n} (enumerated)" for n in self.enumerated]
+        return [latent, observed, sorted(self.deterministic), discrete]
 
     @staticmethod
     def _subsampled(trace) -> bool:
@@ -356,6 +410,8 @@ class ModelBridge:
             )
         if self.deterministic:
             lines.append(f"deterministic (returned as draws): {', '.join(self.deterministic)}")
+        if self.enumerated:
+            lines.append(f"discrete, summed out by enumeration: {', '.join(self.enumerated)}")
         lines.append(f"observed: {', '.join(self.observed) or '-'}; flat dimension D={self.dim}")
         return "\n".join(lines)
 
@@ -426,6 +482,10 @@ class ModelBridge:
             x = s.transform(u)
             values[s.name] = x
             log_jac = log_jac + s.transform.log_abs_det_jacobian(u, x).sum()
+        if self._enumeration is not None:  # discrete sites summed out (no dynamic sites)
+            trace = self._enumeration.trace(values)
+            prior, lik = self._enumeration.log_parts(trace, set(self.sites), z.new_zeros(()))
+            return log_jac + prior, lik
         terms, dynamic_log_jac = self._site_terms(values, z)
         if dynamic_log_jac is not None:
             log_jac = log_jac + dynamic_log_jac
@@ -666,8 +726,17 @@ class ModelBridge:
         method: str = "",
         log_evidence: float | None = None,
         attrs: dict | None = None,
+        seed: int | torch.Generator | None = None,
     ):
-        """A :class:`ppltk.Result` from flat draws ``z [chain, draw, D]``."""
+        r"""A :class:`ppltk.Result` from flat draws ``z [chain, draw, D]``.
+
+        Enumerated discrete sites get one draw each per row of ``z``, from their exact
+        conditional :math:`p(k \mid x, y)` given that row's continuous values :math:`x`
+        (``pyro.infer.infer_discrete(temperature=1)``), so that the pairs :math:`(x, k)` are
+        draws from the joint posterior; ``pyro.deterministic`` sites are computed from the same
+        run.  ``seed`` (int or :class:`torch.Generator`) drives those draws; ``None``
+        (default) derives it from a hash of ``z``, so equal draws give equal discrete draws.
+        """
         from ppltk.results import Result
 
         if z.ndim != 3 or z.shape[-1] != self.dim:
@@ -676,12 +745,34 @@ class ModelBridge:
             )
         with torch.no_grad():
             draws = self.constrain(z)
-            if self.deterministic:
+            if self._enumeration is not None:
+                draws.update(self._discrete_draws(draws, z, seed))
+            elif self.deterministic:
                 flat = self._run_rows(z.reshape(-1, self.dim), list(self.deterministic))
                 lead = z.shape[:-1]
                 draws.update({k: v.reshape(lead + v.shape[1:]) for k, v in flat.items()})
         observed = {k: v for k, v in self.observed.items() if _is_data(v)}
         return Result(draws, stats or {}, log_evidence, observed, method, attrs or {})
+
+    def _discrete_draws(
+        self, draws: dict[str, torch.Tensor], z: torch.Tensor, seed: int | torch.Generator | None
+    ) -> dict[str, torch.Tensor]:
+        """Enumerated and deterministic sites' draws ``[chain, draw, ...]`` for the
+        continuous ``draws``."""
+        if seed is None:
+            digest = hashlib.sha256(z.detach().cpu().contiguous().numpy().tobytes()).digest()
+            seed = int.from_bytes(digest[:4], "little")
+        elif isinstance(seed, torch.Generator):
+            seed = child_seed(seed)
+        elif not isinstance(seed, int) or isinstance(seed, bool):
+            raise ArgumentError(
+                f"Expected `seed` to be an int, a torch.Generator or None, but found {seed!r}"
+            )
+        lead = z.shape[:-1]
+        n = math.prod(lead)
+        flat = {k: v.reshape((n,) + self.sites[k].shape) for k, v in draws.items()}
+        sampled = self._enumeration.sample(flat, list(self.deterministic), seed, self._mode)
+        return {k: v.reshape(lead + v.shape[1:]) for k, v in sampled.items()}
 
 
 def _is_data(value: torch.Tensor) -> bool:

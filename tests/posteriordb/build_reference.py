@@ -36,6 +36,24 @@ POSTERIORS = {
     "gp_pois_regr-gp_regr": ["N", "x", "k", "y"],
     "low_dim_gauss_mix-low_dim_gauss_mix": None,
     "hmm_example-hmm_example": None,
+    "mesquite-logmesquite_logvas": None,
+    "kidiq_with_mom_work-kidscore_mom_work": None,
+    "kidiq_with_mom_work-kidscore_interaction_z": None,
+    "earnings-earn_height": None,
+    "earnings-logearn_interaction_z": None,
+    "nes2000-nes": [
+        "N",
+        "partyid7",
+        "real_ideo",
+        "race_adj",
+        "educ1",
+        "gender",
+        "income",
+        "age_discrete",
+    ],
+    "sblrc-blr": None,
+    "bball_drive_event_0-hmm_drive_0": None,
+    "hudson_lynx_hare-lotka_volterra": None,
 }
 
 

@@ -19,6 +19,7 @@ eight schools, ``f`` of the GP) are ``pyro.deterministic`` sites.
 from __future__ import annotations
 
 import json
+import math
 import pathlib
 
 import pyro
@@ -150,6 +151,75 @@ def kilpisjarvi(d):
     return model, (d["x"], d["y"])
 
 
+# --- more regressions: categorical dummies, standardised inputs, poor scaling / conditioning --
+
+
+def logmesquite_logvas(d):
+    """mesquite-logmesquite_logvas: log volume, area, shape, height, density and group."""
+    cols = [
+        torch.log(d["diam1"] * d["diam2"] * d["canopy_height"]),
+        torch.log(d["diam1"] * d["diam2"]),
+        torch.log(d["diam1"] / d["diam2"]),
+        torch.log(d["total_height"]),
+        torch.log(d["density"]),
+        d["group"],
+    ]
+    return _linear_regression(torch.log(d["weight"]), cols)
+
+
+def kidscore_mom_work(d):
+    """kidiq_with_mom_work-kidscore_mom_work: dummies of a four-level factor, flat priors."""
+    work = d["mom_work"]
+    cols = [(work == level).to(DTYPE) for level in (2.0, 3.0, 4.0)]
+    return _linear_regression(d["kid_score"], cols)
+
+
+def _std(x, scale=1.0):
+    """``(x - mean(x)) / (scale * sd(x))`` with Stan's ``sd`` (``N - 1`` denominator)."""
+    return (x - x.mean()) / (scale * x.std(unbiased=True))
+
+
+def kidscore_interaction_z(d):
+    """kidiq_with_mom_work-kidscore_interaction_z: inputs centred and scaled by 2 sd."""
+    hs, iq = _std(d["mom_hs"], 2.0), _std(d["mom_iq"], 2.0)
+    return _linear_regression(d["kid_score"], [hs, iq, hs * iq])
+
+
+def earn_height(d):
+    """earnings-earn_height: earnings in dollars on height, flat priors (badly scaled: the
+    intercept's sd is ~10^4, the slope's ~10^2, sigma ~2 x 10^4)."""
+    return _linear_regression(d["earn"], [d["height"]])
+
+
+def logearn_interaction_z(d):
+    """earnings-logearn_interaction_z: log earnings, standardised height, male, interaction."""
+    z = _std(d["height"])
+    return _linear_regression(torch.log(d["earn"]), [z, d["male"], z * d["male"]])
+
+
+def nes(d):
+    """nes2000-nes: party identification on ideology, race, age dummies, education, gender and
+    income, flat priors."""
+    age = d["age_discrete"]
+    cols = [d["real_ideo"], d["race_adj"]]
+    cols += [(age == level).to(DTYPE) for level in (2.0, 3.0, 4.0)]
+    cols += [d["educ1"], d["gender"], d["income"]]
+    return _linear_regression(d["partyid7"], cols)
+
+
+def blr(d):
+    """sblrc-blr: ``beta ~ normal(0, 10)``, ``sigma ~ normal(0, 10)`` on ``sigma > 0``; the
+    simulated design of ``sblrc`` has strongly correlated columns (poorly conditioned)."""
+
+    def model(x, y):
+        beta = pyro.sample("beta", dist.Normal(_zero(y), 10.0).expand([x.shape[-1]]).to_event(1))
+        sigma = pyro.sample("sigma", dist.HalfNormal(10.0 * _one(y)))
+        with pyro.plate("n", y.shape[-1]):
+            pyro.sample("y", dist.Normal(x @ beta, sigma), obs=y)
+
+    return model, (d["X"], d["y"])
+
+
 # --- hierarchical --------------------------------------------------------------------------
 
 
@@ -223,6 +293,97 @@ def garch11(d):
             pyro.sample("y", dist.Normal(mu, sigma), obs=y)
 
     return model, (d["y"], d["sigma1"])
+
+
+def _log_matmul(a, b):
+    """Log-semiring matrix product: ``out[i, k] = log sum_j exp(a[i, j] + b[j, k])``."""
+    return torch.logsumexp(a.unsqueeze(-1) + b.unsqueeze(-3), -2)
+
+
+def _log_chain_product(mats):
+    """Ordered log-semiring product ``M_1 M_2 ... M_T`` of ``mats [T, K, K]`` by pairwise
+    (tree) reduction: ``log2 T`` batched steps instead of ``T`` sequential ones. The forward
+    recursion ``gamma_t = gamma_{t-1} M_t`` is associative, so this is the same sum."""
+    while mats.shape[-3] > 1:
+        n = mats.shape[-3]
+        pairs = _log_matmul(mats[..., 0 : n - 1 : 2, :, :], mats[..., 1:n:2, :, :])
+        mats = torch.cat([pairs, mats[..., n - 1 :, :, :]], -3) if n % 2 else pairs
+    return mats[..., 0, :, :]
+
+
+def hmm_drive_0(d):
+    """bball_drive_event_0-hmm_drive_0: two-state HMM with exponential emissions for 1/speed
+    and hoop distance, ``dirichlet(alpha[k])`` transition rows, ``positive_ordered`` rates with
+    ``target += normal_lpdf`` priors; forward algorithm (as an associative log-semiring
+    product of the per-step transition-emission matrices ``log theta[j, k] + emit[t, k]``)."""
+
+    def model(u, v, alpha):
+        theta1 = pyro.sample("theta1", dist.Dirichlet(alpha[0]))
+        theta2 = pyro.sample("theta2", dist.Dirichlet(alpha[1]))
+        phi = pyro.sample("phi", _flat((2,), constraints.positive_ordered_vector))
+        lam = pyro.sample("lambda", _flat((2,), constraints.positive_ordered_vector))
+        prior_loc = phi.new_tensor([0.0, 3.0])
+        pyro.factor("phi_prior", dist.Normal(prior_loc, 1.0).log_prob(phi).sum(-1))
+        pyro.factor("lambda_prior", dist.Normal(prior_loc, 1.0).log_prob(lam).sum(-1))
+        log_theta = torch.log(torch.stack([theta1, theta2], -2))  # [j, k]
+        emit = dist.Exponential(phi).log_prob(u[:, None]) + dist.Exponential(lam).log_prob(
+            v[:, None]
+        )  # [N, K]
+        steps = log_theta.unsqueeze(-3) + emit[1:].unsqueeze(-2)  # [N - 1, j, k]
+        gamma_n = torch.logsumexp(emit[0][:, None] + _log_chain_product(steps), -2)
+        pyro.factor("y", torch.logsumexp(gamma_n, -1))
+
+    return model, (d["u"], d["v"], d["alpha"])
+
+
+LV_STEPS_PER_UNIT = 10
+
+
+def _lotka_volterra_rk4(z0, theta, t_end, steps_per_unit=LV_STEPS_PER_UNIT):
+    """Classical RK4 for ``du = (alpha - beta v) u``, ``dv = (-gamma + delta u) v`` from t = 0,
+    states at t = 1, ..., t_end (Stan: adaptive ``integrate_ode_rk45``, rtol 1e-5, atol 1e-3;
+    at the posterior, step 0.1 agrees with a 1e-10 solution to a relative 1e-6)."""
+    a, b, c, e = theta.unbind(-1)
+
+    def rhs(z):
+        u, v = z.unbind(-1)
+        return torch.stack([(a - b * v) * u, (-c + e * u) * v], -1)
+
+    h = 1.0 / steps_per_unit
+    z, out = z0, []
+    for _ in range(t_end):
+        for _ in range(steps_per_unit):
+            k1 = rhs(z)
+            k2 = rhs(z + 0.5 * h * k1)
+            k3 = rhs(z + 0.5 * h * k2)
+            k4 = rhs(z + h * k3)
+            z = z + (h / 6.0) * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
+        out.append(z)
+    return torch.stack(out, -2)  # [T, 2]
+
+
+def lotka_volterra(d):
+    """hudson_lynx_hare-lotka_volterra: ODE solution ``z`` at ``ts = 1..20``, lognormal
+    measurement error; ``theta > 0`` with normal priors (truncation constant dropped, as in
+    Stan), ``z_init, sigma > 0`` with lognormal priors."""
+    t_end = int(d["ts"][-1].item())
+    if not torch.equal(d["ts"], torch.arange(1, t_end + 1, dtype=DTYPE)):
+        raise ValueError("lotka_volterra expects ts = 1, 2, ..., T")
+
+    def model(y_init, y):
+        theta = pyro.sample("theta", _flat((4,), constraints.positive))
+        loc = theta.new_tensor([1.0, 0.05, 1.0, 0.05])
+        scale = theta.new_tensor([0.5, 0.05, 0.5, 0.05])
+        pyro.factor("theta_prior", dist.Normal(loc, scale).log_prob(theta).sum(-1))
+        z_init = pyro.sample(
+            "z_init", dist.LogNormal(math.log(10.0) * _one(y), 1.0).expand([2]).to_event(1)
+        )
+        sigma = pyro.sample("sigma", dist.LogNormal(-1.0 * _one(y), 1.0).expand([2]).to_event(1))
+        z = _lotka_volterra_rk4(z_init, theta, y.shape[-2])
+        pyro.sample("y_init", dist.LogNormal(torch.log(z_init), sigma).to_event(1), obs=y_init)
+        pyro.sample("y", dist.LogNormal(torch.log(z), sigma).to_event(2), obs=y)
+
+    return model, (d["y_init"], d["y"])
 
 
 # --- GP / Cholesky ---------------------------------------------------------------------------
@@ -319,6 +480,15 @@ POSTERIORS = {
     "gp_pois_regr-gp_regr": gp_regr,
     "low_dim_gauss_mix-low_dim_gauss_mix": low_dim_gauss_mix,
     "hmm_example-hmm_example": hmm_example,
+    "mesquite-logmesquite_logvas": logmesquite_logvas,
+    "kidiq_with_mom_work-kidscore_mom_work": kidscore_mom_work,
+    "kidiq_with_mom_work-kidscore_interaction_z": kidscore_interaction_z,
+    "earnings-earn_height": earn_height,
+    "earnings-logearn_interaction_z": logearn_interaction_z,
+    "nes2000-nes": nes,
+    "sblrc-blr": blr,
+    "bball_drive_event_0-hmm_drive_0": hmm_drive_0,
+    "hudson_lynx_hare-lotka_volterra": lotka_volterra,
 }
 
 __all__ = ["POSTERIORS", "load_data"]
