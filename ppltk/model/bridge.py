@@ -228,6 +228,15 @@ class ModelBridge:
         self.device = reference.device
         if backend == "auto":
             backend = "eager" if self._subsampled(trace) else "fx"
+        self.set_backend(backend)
+
+    def set_backend(self, backend: str) -> None:
+        """Evaluate with ``backend`` (``"eager"``, ``"fx"`` or ``"inductor"``) from now on;
+        graphs are captured (and compiled) again at the next evaluation."""
+        if backend not in BACKENDS or backend == "auto":
+            raise ArgumentError(
+                f"Expected `backend` in ('eager', 'fx', 'inductor'), but found {backend!r}"
+            )
         self.backend = backend
         self._graph_density_and_grad = GraphCache(
             self._eager_density_and_grad, backend, "ModelBridge"
@@ -236,6 +245,20 @@ class ModelBridge:
         self._graph_parts_and_grads = GraphCache(
             self._eager_parts_and_grads, backend, "ModelBridge"
         )
+
+    def graph_size(self, z: torch.Tensor) -> int | None:
+        """Number of operations in the captured graph of :meth:`log_density_and_grad` at
+        ``z``'s batch shape (captured now if need be); ``None`` when evaluation is eager (no
+        graph, or the model could not be captured).  Compilation time grows with it."""
+        if self.backend == "eager":
+            return None
+        cache = self._graph_density_and_grad
+        key = (tuple(z.shape), z.dtype, z.device)
+        if key not in cache.graphs and not cache.failed:
+            self.log_density_and_grad(z)
+        graph = cache.graphs.get(key)
+        inner = getattr(graph, "graph", None)
+        return len(inner.nodes) if inner is not None else None
 
     # ------------------------------------------------------------------ structure
     def _first_trace(self, seed: int, tries: int = 10):

@@ -72,13 +72,13 @@ def test_fused_tree_builder_statistics_match_classic_builder():
     """Both builders sample the same transition kernel: with the same adapted parameters, the
     mean tree size and acceptance statistic agree within their Monte Carlo error."""
     scales = torch.linspace(0.5, 3.0, 5, dtype=torch.float64)
-    init = torch.randn(64, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    init = torch.randn(32, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     params = default_params(init, step_size=0.4)
     params.inverse_mass = params.inverse_mass * scales**2
     stats = []
     for kernel in (NUTS(), _fused_uncompiled()):
         out = sample_flat(
-            _scaled_gaussian(scales), init, kernel=kernel, num_warmup=0, num_samples=100,
+            _scaled_gaussian(scales), init, kernel=kernel, num_warmup=0, num_samples=60,
             seed=1, progress=False, params=params, adapt_step_size=False, adapt_mass=False,
         )  # fmt: skip
         n = torch.as_tensor(out.stats["n_steps"]).double()
