@@ -52,7 +52,9 @@ POSTERIORS = {
         "age_discrete",
     ],
     "sblrc-blr": None,
+    "sblri-blr": None,
     "bball_drive_event_0-hmm_drive_0": None,
+    "bball_drive_event_1-hmm_drive_1": None,
     "hudson_lynx_hare-lotka_volterra": None,
 }
 
