@@ -287,3 +287,21 @@ def test_a_chain_started_far_out_is_brought_in():
     assert out.positions.abs().max() < 10
     assert out.num_divergences == 0
     assert_moments(out.positions[..., 0].numpy(), 0.0, 1.0)
+
+
+def test_adapted_parameters_continue_sampling_and_float32():
+    """The frozen ChEES parameters of one run drive another (no warm-up, even one chain);
+    float32 positions stay float32 throughout."""
+    ld = _scaled_gaussian(torch.tensor([0.5, 2.0], dtype=torch.float32))
+    init = _init(32, 2).float()
+    first = sample_flat(ld, init, kernel="chees", num_warmup=100, num_samples=10, seed=0,
+                        progress=False)  # fmt: skip
+    assert first.positions.dtype == torch.float32
+    assert first.params.trajectory_length.dtype == torch.float32
+    again = sample_flat(ld, first.state.position, kernel="chees", num_warmup=0,
+                        num_samples=10, seed=1, params=first.params, progress=False)  # fmt: skip
+    assert torch.equal(again.stats["trajectory_length"][:, 0], first.params.trajectory_length)
+    one = sample_flat(ld, first.state.position[:1], kernel="chees", num_warmup=0,
+                      num_samples=5, seed=1, params=first.params.take(torch.tensor([0])),
+                      progress=False)  # fmt: skip
+    assert one.positions.shape == (1, 5, 2)
