@@ -106,7 +106,10 @@ def test_trajectory_grows_to_the_widest_scale_and_step_size_hits_the_target():
     # per-iteration harmonic mean over chains, averaged over the kept iterations
     accept = out.stats["accept_prob"].clamp(min=1e-10)
     harmonic = (1.0 / (1.0 / accept).mean(0)).mean()
-    assert abs(float(harmonic) - OPTIMAL_TARGET_ACCEPT) < 0.1, float(harmonic)
+    # dual averaging hits 0.651 during warm-up; the final step size is the iterates' average
+    # (as in Stan), a little smaller, so the kept draws accept a little more (0.72-0.74 at
+    # seeds 0-4)
+    assert OPTIMAL_TARGET_ACCEPT - 0.05 < float(harmonic) < OPTIMAL_TARGET_ACCEPT + 0.15
     x = out.positions.numpy()
     for d in (0, 9):
         assert_moments(x[..., d], 0.0, float(scales[d] ** 2), f"dim {d}")
