@@ -262,35 +262,48 @@ def ark(d):
     return model, (lags, y[k:])
 
 
+def _linear_recursion(coef, drive):
+    """``x[t] = drive[t] + coef * x[t - 1]`` (``x[0] = drive[0]``), i.e.
+    ``x[t] = sum_{s <= t} coef^(t - s) drive[s]``, by a log-depth scan (Hillis-Steele): after
+    the step with shift ``2^k`` every ``x[t]`` holds the terms ``s > t - 2^(k+1)``. ``log2 T``
+    batched steps instead of ``T`` sequential ones; the same sum up to rounding."""
+    t = drive.shape[-1]
+    x, power, shift = drive, coef.unsqueeze(-1), 1
+    while shift < t:
+        shifted = torch.cat([torch.zeros_like(x[..., :shift]), x[..., : t - shift]], -1)
+        x = x + power * shifted
+        power, shift = power * power, 2 * shift
+    return x
+
+
 def arma11(d):
-    """arma-arma11: ARMA(1, 1) with the error recursion ``err[1] = y[1] - (mu + phi * mu)``."""
+    """arma-arma11: ARMA(1, 1) with the error recursion ``err[1] = y[1] - (mu + phi * mu)``,
+    ``err[t] = y[t] - (mu + phi * y[t-1] + theta * err[t-1])`` (solved in closed form)."""
 
     def model(y):
         mu = pyro.sample("mu", dist.Normal(_zero(y), 10.0))
         phi = pyro.sample("phi", dist.Normal(_zero(y), 2.0))
         theta = pyro.sample("theta", dist.Normal(_zero(y), 2.0))
         sigma = pyro.sample("sigma", dist.HalfCauchy(2.5 * _one(y)))
-        err = [y[0] - (mu + phi * mu)]
-        for t in range(1, y.shape[-1]):
-            err.append(y[t] - (mu + phi * y[t - 1] + theta * err[-1]))
-        err = torch.stack(err, -1)
+        previous = torch.cat([mu.unsqueeze(-1), y[:-1]], -1)
+        err = _linear_recursion(-theta, y - (mu + phi * previous))
         pyro.factor("err", dist.Normal(_zero(y), sigma).log_prob(err).sum(-1))
 
     return model, (d["y"],)
 
 
 def garch11(d):
-    """garch-garch11: flat priors, ``beta1`` in ``(0, 1 - alpha1)`` (a dependent bound)."""
+    """garch-garch11: flat priors, ``beta1`` in ``(0, 1 - alpha1)`` (a dependent bound);
+    ``sigma[t]^2 = alpha0 + alpha1 (y[t-1] - mu)^2 + beta1 sigma[t-1]^2`` (closed form)."""
 
     def model(y, sigma1):
         mu = pyro.sample("mu", _flat())
         alpha0 = pyro.sample("alpha0", _flat((), constraints.positive))
         alpha1 = pyro.sample("alpha1", _flat((), constraints.unit_interval))
         beta1 = pyro.sample("beta1", _flat((), constraints.interval(_zero(y), 1 - alpha1)))
-        var = [sigma1 * sigma1 * _one(y)]
-        for t in range(1, y.shape[-1]):
-            var.append(alpha0 + alpha1 * (y[t - 1] - mu) ** 2 + beta1 * var[-1])
-        sigma = torch.stack(var, -1).sqrt()
+        first = (sigma1 * sigma1 * _one(y)).unsqueeze(-1)
+        drive = torch.cat([first, alpha0 + alpha1 * (y[:-1] - mu) ** 2], -1)
+        sigma = _linear_recursion(beta1, drive).sqrt()
         with pyro.plate("t", y.shape[-1]):
             pyro.sample("y", dist.Normal(mu, sigma), obs=y)
 
@@ -470,7 +483,8 @@ def low_dim_gauss_mix(d):
 
 
 def hmm_example(d):
-    """hmm_example: two-state Gaussian HMM marginalised by the forward algorithm."""
+    """hmm_example: two-state Gaussian HMM marginalised by the forward algorithm (as a
+    log-semiring product, like the bball HMMs)."""
 
     def model(y):
         theta1 = pyro.sample("theta1", _flat((2,), constraints.simplex))
@@ -479,10 +493,9 @@ def hmm_example(d):
         pyro.factor("mu_prior", dist.Normal(mu.new_tensor([3.0, 10.0]), 1.0).log_prob(mu).sum(-1))
         log_trans = torch.log(torch.stack([theta1, theta2], -2))  # [j, k]
         emit = dist.Normal(mu, 1.0).log_prob(y[:, None])  # [N, K]
-        gamma = emit[0]
-        for t in range(1, y.shape[-1]):
-            gamma = torch.logsumexp(gamma[:, None] + log_trans, -2) + emit[t]
-        pyro.factor("y", torch.logsumexp(gamma, -1))
+        steps = log_trans.unsqueeze(-3) + emit[1:].unsqueeze(-2)  # [N - 1, j, k]
+        gamma_n = torch.logsumexp(emit[0][:, None] + _log_chain_product(steps), -2)
+        pyro.factor("y", torch.logsumexp(gamma_n, -1))
 
     return model, (d["y"],)
 

@@ -9,9 +9,9 @@ draws, ``reference.json``, built by ``build_reference.py``):
   :math:`z = (\\bar x - m_{ref}) / (s_{ref} \\sqrt{1/\\mathrm{ESS} + 1/n_{ref}})`, with the bulk
   ESS of our draws and :math:`n_{ref} = 10^4` near-independent reference draws. Under a
   correct sampler :math:`z` is close to standard normal; ``|z| < 5`` has a false-alarm rate
-  of about :math:`6 \\times 10^{-7}` per comparison, so below :math:`10^{-4}` over the ~120
-  comparisons of the suite, while a bias of a fifth of a posterior sd at ESS 1000 gives
-  :math:`|z| \\approx 6`;
+  of about :math:`6 \\times 10^{-7}` per comparison, so about :math:`10^{-4}` over the 173
+  comparisons of the suite (29 posteriors), while a bias of a fifth of a posterior sd at
+  ESS 1000 gives :math:`|z| \\approx 6`;
 * the sd ratio :math:`s / s_{ref}` within ``[0.7, 1.4]``: the relative standard error of an
   sd estimate is :math:`\\sqrt{(\\kappa - 1) / (4\\,\\mathrm{ESS})}` (kurtosis
   :math:`\\kappa`), 0.035 for a normal at ESS 400 and 0.1 for :math:`\\kappa = 9` at ESS 200,
