@@ -117,14 +117,19 @@ class GraphCache:
         return None
 
 
+_USER_INDUCTOR_CACHE = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+# read at import: TorchInductor sets the variable to its own default the first time any graph
+# is traced (make_fx), so later it no longer tells what the user asked for
+
+
 def inductor_cache_dir() -> str:
-    """Where compiled kernels persist between runs: ``$PPLTK_CACHE_DIR/inductor``, else
-    ``$XDG_CACHE_HOME/ppltk/inductor`` (``~/.cache/ppltk/inductor``), unless
-    ``TORCHINDUCTOR_CACHE_DIR`` is already set (then that).  TorchInductor's FX-graph and
-    AOT-autograd caches live there, so a second run of the same model (same graph, shapes and
-    data) skips code generation and the C++ compiler."""
-    if os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
-        return os.environ["TORCHINDUCTOR_CACHE_DIR"]
+    """Where compiled kernels persist between runs: ``TORCHINDUCTOR_CACHE_DIR`` if the user
+    set it, else ``$PPLTK_CACHE_DIR/inductor``, else ``$XDG_CACHE_HOME/ppltk/inductor``
+    (``~/.cache/ppltk/inductor``).  TorchInductor's FX-graph and AOT-autograd caches live
+    there, so a second run of the same model (same graph, shapes and data) skips code
+    generation and the C++ compiler."""
+    if _USER_INDUCTOR_CACHE:
+        return _USER_INDUCTOR_CACHE
     root = os.environ.get("PPLTK_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
         "ppltk",
@@ -136,13 +141,32 @@ def compile_graph(graph: torch.fx.GraphModule, example_inputs: list[torch.Tensor
     """Compile a captured aten graph with TorchInductor, without TorchDynamo (the graph is
     already captured, so there is nothing to trace and no guards to check at each call: a
     call costs about 15 us instead of about 45 us through ``torch.compile``).  Compiled
-    kernels persist in :func:`inductor_cache_dir`."""
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = inductor_cache_dir()  # inductor reads it lazily
+    kernels persist in :func:`inductor_cache_dir` (set for the compilation only: the rest of
+    the process keeps TorchInductor's own setting)."""
     from torch._inductor import compile as inductor_compile
 
-    with warnings.catch_warnings():  # the compiler's own deprecation notices are not ours
-        warnings.simplefilter("ignore")
-        return inductor_compile(graph, list(example_inputs))
+    previous = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = inductor_cache_dir()  # read at each lookup
+    try:
+        with warnings.catch_warnings(), _tracing_context():
+            warnings.simplefilter("ignore")  # the compiler's deprecation notices are not ours
+            return inductor_compile(graph, list(example_inputs))
+    finally:
+        if previous is None:
+            del os.environ["TORCHINDUCTOR_CACHE_DIR"]
+        else:
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = previous
+
+
+def _tracing_context():
+    """The context TorchDynamo would provide: TorchInductor's on-disk FX-graph cache looks
+    compiled graphs up only under a tracing context with a shape environment (static shapes
+    here, so the environment stays empty)."""
+    from torch._guards import TracingContext, tracing
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.fx.experimental.symbolic_shapes import ShapeEnv
+
+    return tracing(TracingContext(FakeTensorMode(shape_env=ShapeEnv())))
 
 
 def _compiled_or_fx(graph: Callable, z: torch.Tensor, name: str, tol: float) -> Callable:
