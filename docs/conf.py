@@ -147,9 +147,11 @@ def _prepare_tutorial(app, docname: str, source: list[str]) -> None:
 _BENCH_MARKER = re.compile(r"^<!-- bench-results: (\w+) -->$", re.MULTILINE)
 
 
-def _bench_results(name: str, taken: set[str]) -> str:
-    """``{include}`` directives for ``benchmarks/results/<name>[_*].md`` (or a note if none)."""
-    files = sorted(RESULTS.glob("*.md"))
+def _bench_results(name: str, taken: set[str], reserved: set[str] = frozenset()) -> str:
+    """``{include}`` directives for ``benchmarks/results/<name>[_*].md`` (or a note if none);
+    files whose stem is another marker's name (``mcmc_many_chains`` under ``mcmc``) are
+    left to that marker."""
+    files = [f for f in sorted(RESULTS.glob("*.md")) if f.stem == name or f.stem not in reserved]
     if name == "others":
         chosen = [f for f in files if f.stem not in taken]
         heading = "## Other results\n\n" if chosen else ""
@@ -180,7 +182,8 @@ def _include_benchmark_tables(app, docname: str, source: list[str]) -> None:
     taken: set[str] = set()
     names = _BENCH_MARKER.findall(source[0])
     names = [n for n in names if n != "others"] + ["others"] * ("others" in names)
-    tables = {name: _bench_results(name, taken) for name in names}
+    reserved = set(names)
+    tables = {name: _bench_results(name, taken, reserved) for name in names}
     source[0] = _BENCH_MARKER.sub(lambda m: tables[m.group(1)], source[0])
 
 

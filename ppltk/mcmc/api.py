@@ -51,7 +51,8 @@ def sample(
     model, model_args, model_kwargs
         A Pyro model and the arguments it is called with (observed data among them).
     kernel
-        ``"nuts"`` (default), ``"hmc"``, ``"mh"`` or a kernel object.
+        ``"nuts"`` (default), ``"hmc"``, ``"mh"``, ``"chees"`` (ChEES-HMC: every chain the same
+        trajectory length, for many chains; at least 2 chains per group) or a kernel object.
     num_chains, num_warmup, num_samples
         Chains, warm-up iterations and kept draws per chain.
     seed
