@@ -165,3 +165,20 @@ def test_auto_backend_compiles_only_long_runs(monkeypatch):
     assert api.choose_backend("eager", 10**6) == "eager"
     monkeypatch.setattr(api, "_has_cxx_compiler", lambda: False)
     assert api.choose_backend("auto", 10**6) == "fx"
+
+
+def test_split_rhat_equals_arviz_rank_rhat_with_ties_and_odd_length():
+    """The R-hat of the disagreement check is ArviZ's rank-normalised split R-hat (exact to
+    rounding), also with repeated draws (rejections) and an odd number of draws."""
+    import arviz as az
+    import numpy as np
+
+    from ppltk.mcmc.runner import split_rhat
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4, 101, 3))
+    x[1] += 0.4  # one chain shifted
+    x[:, 10:20, 0] = x[:, 9:10, 0]  # a run of rejections: ties
+    x[2, :, 2] = np.round(x[2, :, 2], 1)  # many ties
+    expected = az.rhat(az.convert_to_dataset(x), method="rank")["x"].values
+    np.testing.assert_allclose(split_rhat(x), expected, rtol=1e-12)
