@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import pathlib
 import sys
 import time
@@ -46,6 +47,19 @@ NUM_CHAINS, NUM_WARMUP, NUM_SAMPLES = 4, 500, 500
 Z_BOUND = 5.0
 SD_RATIO = (0.7, 1.4)
 RHAT_BOUND = 1.05
+# Posteriors whose run alone exceeds the suite's time budget (~25 min for all on one thread):
+# run them with PPLTK_POSTERIORDB_ALL=1. Lotka-Volterra: 80 RK4 steps make a captured graph of
+# ~3000 operations (above the size ppltk compiles), ~40 ms per gradient, over 20 min alone on the shared machine (run not finished).
+EXPENSIVE = {"hudson_lynx_hare-lotka_volterra"}
+
+
+def _cases():
+    run_all = os.environ.get("PPLTK_POSTERIORDB_ALL") == "1"
+    skip = pytest.mark.skip(reason="expensive: set PPLTK_POSTERIORDB_ALL=1 to run it")
+    return [
+        pytest.param(name, marks=[skip] if name in EXPENSIVE and not run_all else [])
+        for name in POSTERIORS
+    ]
 
 
 def _scalar_draws(result) -> dict[str, np.ndarray]:
@@ -117,7 +131,7 @@ def _report(out: dict) -> str:
 
 @pytest.mark.slow
 @pytest.mark.posteriordb
-@pytest.mark.parametrize("name", list(POSTERIORS))
+@pytest.mark.parametrize("name", _cases())
 def test_posteriordb(name):
     torch.set_num_threads(1)
     out = check_posterior(name)
