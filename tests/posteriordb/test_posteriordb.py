@@ -49,7 +49,8 @@ SD_RATIO = (0.7, 1.4)
 RHAT_BOUND = 1.05
 # Posteriors whose run alone exceeds the suite's time budget (~25 min for all on one thread):
 # run them with PPLTK_POSTERIORDB_ALL=1. Lotka-Volterra: 80 RK4 steps make a captured graph of
-# ~3000 operations (above the size ppltk compiles), ~40 ms per gradient, over 20 min alone on the shared machine (run not finished).
+# thousands of operations (above the 1000 that backend "auto" compiles, so it replays the fx
+# graph), ~40 ms per gradient; one run took over 20 min on the shared 2-core machine.
 EXPENSIVE = {"hudson_lynx_hare-lotka_volterra"}
 
 
