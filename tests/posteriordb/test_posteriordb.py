@@ -50,7 +50,8 @@ RHAT_BOUND = 1.05
 # Posteriors whose run alone exceeds the suite's time budget (~25 min for all on one thread):
 # run them with PPLTK_POSTERIORDB_ALL=1. Lotka-Volterra: 80 RK4 steps make a captured graph of
 # thousands of operations (above the 1000 that backend "auto" compiles, so it replays the fx
-# graph), ~40 ms per gradient; one run took over 20 min on the shared 2-core machine.
+# graph), ~40 ms per gradient; a run with the suite's settings did not finish in 30 min on
+# the shared 2-core machine.
 EXPENSIVE = {"hudson_lynx_hare-lotka_volterra"}
 
 
