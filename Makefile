@@ -45,7 +45,11 @@ lint: $(VENV)/.test
 	.venv-particles/bin/pip install --quiet "particles==0.4"
 	touch $@
 
-bench: $(VENV)/.test .venv-particles/.done
+$(VENV)/.bench: $(VENV)/.test
+	$(BIN)/pip install --quiet -e ".[bench]"
+	touch $@
+
+bench: $(VENV)/.bench .venv-particles/.done
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
 
 docs: $(VENV)/.test
