@@ -212,6 +212,23 @@ class NUTS(HamiltonianKernel):
             return self._step_fused(state, logdensity_and_grad, params, generator)
         return self._step_classic(state, logdensity_and_grad, params, generator)
 
+    def _start(self, state: MCMCState, params: Params, generator: torch.Generator) -> tuple:
+        """What every transition draws first: momentum :math:`p_0 \\sim \\mathcal N(0, M)`,
+        its velocity, :math:`-H_0`, the divergence threshold, and all per-doubling randomness
+        in one draw (directions, signed step sizes, the merges' log-uniforms)."""
+        lp0 = state.lp
+        p0 = sample_momentum(params, state.position, generator)
+        sharp0 = velocity(p0, params.inverse_mass)
+        neg_h0 = torch.sub(lp0, torch.linalg.vecdot(p0, sharp0), alpha=0.5)  # -H_0
+        threshold = neg_h0 - self.max_delta_energy  # -H below this: divergent
+        u = torch.rand(
+            (2, self.max_tree_depth) + lp0.shape, generator=generator, dtype=lp0.dtype,
+            device=lp0.device,
+        )  # fmt: skip
+        forward = u[0] < 0.5
+        signed_eps = torch.where(forward, params.step_size, -params.step_size)
+        return p0, sharp0, neg_h0, threshold, forward, signed_eps, u[1].log()
+
     def _step_fused(
         self,
         state: MCMCState,
@@ -223,18 +240,9 @@ class NUTS(HamiltonianKernel):
         multinomial draw within a subtree, no leaves kept)."""
         minv, eps = params.inverse_mass, params.step_size
         z0, lp0, g0 = state.position, state.lp, state.grad
-        p0 = sample_momentum(params, z0, generator)
-        sharp0 = velocity(p0, minv)
-        neg_h0 = torch.sub(lp0, torch.linalg.vecdot(p0, sharp0), alpha=0.5)  # -H_0
-        threshold = neg_h0 - self.max_delta_energy  # -H below this: divergent
-        # all per-doubling randomness in one draw: directions and the merge's uniforms
-        u = torch.rand(
-            (2, self.max_tree_depth) + lp0.shape, generator=generator, dtype=lp0.dtype,
-            device=lp0.device,
-        )  # fmt: skip
-        forward = u[0] < 0.5
-        signed_eps = torch.where(forward, eps, -eps)
-        log_u = u[1].log()
+        p0, sharp0, neg_h0, threshold, forward, signed_eps, log_u = self._start(
+            state, params, generator
+        )
         right = left = (z0, g0, p0, sharp0)  # trajectory edges
         proposal = (z0, g0, lp0)
         log_weight = torch.zeros_like(lp0)  # log sum_i exp(-(H_i - H_0)); initial point: 1
@@ -343,18 +351,9 @@ class NUTS(HamiltonianKernel):
         minv, eps = params.inverse_mass, params.step_size
         z0, lp0, g0 = state.position, state.lp, state.grad
         dim = z0.shape[-1]
-        p0 = sample_momentum(params, z0, generator)
-        sharp0 = velocity(p0, minv)
-        neg_h0 = torch.sub(lp0, torch.linalg.vecdot(p0, sharp0), alpha=0.5)  # -H_0
-        threshold = neg_h0 - self.max_delta_energy  # -H below this: divergent
-        # all per-doubling randomness in one draw: directions and the merge's uniforms
-        u = torch.rand(
-            (2, self.max_tree_depth) + lp0.shape, generator=generator, dtype=lp0.dtype,
-            device=lp0.device,
-        )  # fmt: skip
-        forward = u[0] < 0.5
-        signed_eps = torch.where(forward, eps, -eps)
-        log_u = u[1].log()
+        p0, sharp0, neg_h0, threshold, forward, signed_eps, log_u = self._start(
+            state, params, generator
+        )
         # packed trajectory edges [C, 4D]: (z, grad, p, p_sharp)
         right = torch.cat((z0, g0, p0, sharp0), -1)
         left = right
