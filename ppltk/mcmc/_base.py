@@ -162,6 +162,12 @@ class Kernel:
     def block_accept(self, info: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         return [info["accept_prob"]]
 
+    def with_compile(self) -> Kernel | None:
+        """A copy of this kernel that compiles its own steps around the log-density, or
+        ``None`` (default) when it has none: :func:`ppltk.mcmc.sample` then compiles the
+        model's graph alone."""
+        return None
+
     def tune_step_size(self, state, logdensity_and_grad, params, generator):
         """Return ``params`` with a reasonable initial step size (default: unchanged)."""
         return params

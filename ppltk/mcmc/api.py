@@ -152,8 +152,8 @@ def sample(
     kernel = make_kernel(kernel)
     resolved = choose_backend(backend, num_warmup + num_samples)
     compiling = resolved == "inductor"
-    # compile only once the graph's size is known (the model's graph stays uncompiled when
-    # NUTS compiles whole leaves around it)
+    # compile only once the graph's size is known (the model's graph stays uncompiled when the
+    # kernel compiles its steps around it, Kernel.with_compile)
     bridge_backend = ("auto" if backend == "auto" else "fx") if compiling else resolved
     bridge = ModelBridge(model, model_args, model_kwargs, backend=bridge_backend)
     dev = torch.device(device) if device is not None else bridge.device
@@ -165,8 +165,8 @@ def sample(
             resolved = bridge.backend
         elif backend == "auto" and size > AUTO_COMPILE_MAX_NODES:
             resolved = "fx"  # compiling would take longer than it saves
-        elif getattr(kernel, "compile", None) is False:  # NUTS: compiled leaves
-            kernel = kernel.with_compile()
+        elif (compiled := kernel.with_compile()) is not None:  # NUTS: compiled leaves
+            kernel = compiled
         else:
             bridge.set_backend("inductor")
     backend = resolved

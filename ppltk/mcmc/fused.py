@@ -74,27 +74,23 @@ class FusedStep:
     def __getstate__(self) -> dict:  # compiled code does not pickle: rebuilt where used
         return {**self.__dict__, "_compiled": {}}
 
-    def __call__(self, ld, *tensors: torch.Tensor, static=None) -> tuple[torch.Tensor, ...]:
-        """Run the step; ``static`` (a hashable Python value, e.g. flags that let the
-        uncompiled step skip work) is passed on as ``step``'s last argument when uncompiled
-        only: the compiled step is traced with ``step``'s default for it."""
+    def __call__(self, ld, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if not self.compile:
-            if static is None:
-                return self.step(ld, *tensors)
-            return self.step(ld, *tensors, static)
+            return self.step(ld, *tensors)
         fn = getattr(ld, "fn", ld)
-        key = (id(fn), *((t.shape, t.dtype, t.device) for t in tensors))
+        first = tensors[0]
+        key = (id(fn), first.dtype, first.device, *(t.shape for t in tensors))
         entry = self._compiled.get(key, False)
         if entry is False:
             entry = self._compiled[key] = self._build(fn, tensors)
         if entry is None:
-            return self.step(ld, *tensors) if static is None else self.step(ld, *tensors, static)
+            return self.step(ld, *tensors)
         try:
             out = entry[1](*tensors)
         except AssertionError:  # an input with other strides than at compilation
             out = entry[1](*(t.contiguous() for t in tensors))
         except EVALUATION_ERRORS:  # some chain's point raised: this step, uncompiled
-            return self.step(ld, *tensors)  # (the default for ``static``: the full step)
+            return self.step(ld, *tensors)
         nonfinite = getattr(ld, "nonfinite", None)
         if nonfinite is not None and nonfinite.shape == out[-1].shape:
             ld.nonfinite = nonfinite + out[-1]

@@ -57,16 +57,13 @@ def _no_u_turn(sharp_a: torch.Tensor, sharp_b: torch.Tensor, rho: torch.Tensor) 
 
 
 def _leaf(ld, z, g, p, sharp, rho, ck_sharp, ck_rho, ok, diverging, sub_log_w, prop_z, prop_g,
-          prop_lp, accept, built, eps, minv, neg_h0, threshold, u, set_mask, check_mask,
-          blocks=(True, True)):  # fmt: skip
+          prop_lp, accept, built, eps, minv, neg_h0, threshold, u, set_mask, check_mask):  # fmt: skip
     """One leaf of a subtree for every chain (pure: compiled as one function).
 
     ``eps [C]`` is the signed step size, applied only to chains that are ``ok`` (the others
     idle at a finite point); ``set_mask``/``check_mask [K]`` say which block levels start
     (checkpoint) and end (U-turn check) at this leaf; ``u [C]`` is the uniform of the
-    progressive multinomial draw; ``blocks`` (static) says whether any block starts or ends
-    here at all (uncompiled, the updates of a leaf where none does are skipped; compiled, one
-    graph serves every leaf).  Returns the updated tree quantities, then ``bad [C]``."""
+    progressive multinomial draw.  Returns the updated tree quantities, then ``bad [C]``."""
     dense = minv.dim() == 3
     e_col = (eps * ok).unsqueeze(-1)
     half = 0.5 * e_col
@@ -101,15 +98,13 @@ def _leaf(ld, z, g, p, sharp, rho, ck_sharp, ck_rho, ok, diverging, sub_log_w, p
     p_new = torch.where(div_col, p, p_new)
     sharp_new = torch.where(div_col, sharp, sharp_new)
     # U-turn checks of every power-of-two block of leaves that starts or ends here
-    if blocks[0]:
-        set_col = set_mask[:, None, None]
-        ck_sharp = torch.where(set_col, sharp_new, ck_sharp)
-        ck_rho = torch.where(set_col, rho, ck_rho)
+    set_col = set_mask[:, None, None]
+    ck_sharp = torch.where(set_col, sharp_new, ck_sharp)
+    ck_rho = torch.where(set_col, rho, ck_rho)
     rho = rho + p_new
-    if blocks[1]:
-        block_rho = rho - ck_rho
-        no_turn = _no_u_turn(ck_sharp, sharp_new.expand_as(ck_sharp), block_rho)
-        ok = ok & (no_turn | ~check_mask[:, None]).all(0)
+    block_rho = rho - ck_rho
+    no_turn = _no_u_turn(ck_sharp, sharp_new.expand_as(ck_sharp), block_rho)
+    ok = ok & (no_turn | ~check_mask[:, None]).all(0)
     return (z_new, g_new, p_new, sharp_new, rho, ck_sharp, ck_rho, sub_log_w, prop_z, prop_g,
             prop_lp, accept, built, ok, diverging, bad)  # fmt: skip
 
@@ -187,7 +182,7 @@ class NUTS(HamiltonianKernel):
         self._mask_cache: dict[tuple, tuple] = {}
 
     def with_compile(self) -> NUTS:
-        """A copy of this kernel with ``compile=True``."""
+        """A copy of this kernel with ``compile=True`` (whole leaves compiled)."""
         return NUTS(self.max_tree_depth, self.max_delta_energy, compile=True)
 
     def __repr__(self) -> str:
@@ -294,7 +289,7 @@ class NUTS(HamiltonianKernel):
         }
         return MCMCState(z, lp, g), info
 
-    def _masks(self, depth: int, leaf: int, device) -> tuple:
+    def _masks(self, depth: int, leaf: int, device) -> tuple[torch.Tensor, torch.Tensor]:
         """Block levels ``k = 1..depth`` (index ``k - 1`` of ``[max_tree_depth]`` masks) whose
         blocks of :math:`2^k` leaves start (checkpoint) and end (U-turn check) at ``leaf``."""
         key = (depth, leaf, device)
@@ -303,8 +298,7 @@ class NUTS(HamiltonianKernel):
             first = depth if leaf == 0 else min(depth, (leaf & -leaf).bit_length() - 1)
             last = min(depth, ((leaf + 1) & -(leaf + 1)).bit_length() - 1)
             levels = torch.arange(1, self.max_tree_depth + 1, device=device)
-            blocks = (first > 0, last > 0)
-            masks = self._mask_cache[key] = (levels <= first, levels <= last, blocks)
+            masks = self._mask_cache[key] = (levels <= first, levels <= last)
         return masks
 
     def _subtree_fused(self, start, eps, active, depth, neg_h0, threshold, minv, tally, ld, gen):
@@ -325,11 +319,11 @@ class NUTS(HamiltonianKernel):
         ok, diverging = active, tally["diverging"]
         accept, built = tally["accept"], tally["built"]
         for leaf in range(n_leaves):
-            set_mask, check_mask, blocks = self._masks(depth, leaf, z.device)
+            set_mask, check_mask = self._masks(depth, leaf, z.device)
             out = self._leaf(
                 ld, z, g, p, sharp, rho, ck_sharp, ck_rho, ok, diverging, sub_log_w, prop_z,
                 prop_g, prop_lp, accept, built, eps, minv, neg_h0, threshold, uniforms[leaf],
-                set_mask, check_mask, static=blocks,
+                set_mask, check_mask,
             )  # fmt: skip
             (z, g, p, sharp, rho, ck_sharp, ck_rho, sub_log_w, prop_z, prop_g, prop_lp, accept,
              built, ok, diverging, _) = out  # fmt: skip

@@ -20,6 +20,8 @@ __all__ = [
     "logistic_regression_data",
     "hierarchical_regression",
     "hierarchical_regression_data",
+    "gaussian_mixture",
+    "gaussian_mixture_marginal",
 ]
 
 EIGHT_SCHOOLS_Y = (28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0)
@@ -132,3 +134,31 @@ def hierarchical_regression_data(num_groups: int = 50, per_group: int = 20, seed
     a = 1.0 + 0.7 * torch.randn(num_groups, generator=gen)
     y = a[group] - 0.6 * x + 0.8 * torch.randn(group.shape[0], generator=gen)
     return group, x, num_groups, y
+
+
+def _mixture_parameters(y: torch.Tensor):
+    """Weights, component means and the common scale of the two-component mixture."""
+    w = pyro.sample("w", dist.Dirichlet(torch.ones(2, dtype=y.dtype)))
+    loc = pyro.sample("loc", dist.Normal(torch.tensor([-2.0, 2.0], dtype=y.dtype), 1.0).to_event(1))
+    scale = pyro.sample("scale", dist.LogNormal(torch.zeros((), dtype=y.dtype), 0.5))
+    return w, loc, scale
+
+
+def gaussian_mixture(y: torch.Tensor) -> None:
+    r"""Two-component Gaussian mixture with a discrete assignment per point (summed out by
+    enumeration in :class:`ppltk.model.ModelBridge`):
+    :math:`w \sim \mathrm{Dir}(1, 1)`, :math:`\mu \sim \mathcal N((-2, 2), I)`,
+    :math:`\sigma \sim \mathrm{LogNormal}(0, 0.5^2)`, :math:`k_i \sim \mathrm{Cat}(w)`,
+    :math:`y_i \sim \mathcal N(\mu_{k_i}, \sigma^2)`."""
+    w, loc, scale = _mixture_parameters(y)
+    with pyro.plate("data", len(y)):
+        k = pyro.sample("k", dist.Categorical(w))
+        pyro.sample("y", dist.Normal(loc[k], scale), obs=y)
+
+
+def gaussian_mixture_marginal(y: torch.Tensor) -> None:
+    r""":func:`gaussian_mixture` with the assignments summed out by hand:
+    :math:`\sum_i \log \sum_k w_k\,\mathcal N(y_i; \mu_k, \sigma^2)`."""
+    w, loc, scale = _mixture_parameters(y)
+    terms = w.log() + dist.Normal(loc, scale).log_prob(y[:, None])
+    pyro.factor("y", torch.logsumexp(terms, -1).sum())

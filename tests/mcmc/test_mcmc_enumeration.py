@@ -12,27 +12,12 @@ import torch
 
 from ppltk.errors import DiscreteLatentError
 from ppltk.mcmc import sample
+from ppltk.mcmc.targets import gaussian_mixture as mixture
+from ppltk.mcmc.targets import gaussian_mixture_marginal as mixture_marginal
 
 K = 4.5  # standard errors: two-sided about 7e-6 per check for a normal error
 D = torch.float64
 Y = torch.tensor([-2.3, -1.6, -2.9, -1.1, 0.4, 1.8, 2.6, 1.5, 2.2, 3.0], dtype=D)
-
-
-def mixture(y):
-    w = pyro.sample("w", dist.Dirichlet(torch.ones(2, dtype=D)))
-    loc = pyro.sample("loc", dist.Normal(torch.tensor([-2.0, 2.0], dtype=D), 1.0).to_event(1))
-    scale = pyro.sample("scale", dist.LogNormal(torch.zeros((), dtype=D), 0.5))
-    with pyro.plate("data", len(y)):
-        k = pyro.sample("k", dist.Categorical(w))
-        pyro.sample("y", dist.Normal(loc[k], scale), obs=y)
-
-
-def mixture_marginal(y):
-    w = pyro.sample("w", dist.Dirichlet(torch.ones(2, dtype=D)))
-    loc = pyro.sample("loc", dist.Normal(torch.tensor([-2.0, 2.0], dtype=D), 1.0).to_event(1))
-    scale = pyro.sample("scale", dist.LogNormal(torch.zeros((), dtype=D), 0.5))
-    terms = w.log() + dist.Normal(loc, scale).log_prob(y[:, None])
-    pyro.factor("y", torch.logsumexp(terms, -1).sum())
 
 
 def _scalars(draws: dict) -> dict[str, np.ndarray]:

@@ -12,28 +12,13 @@ import torch
 
 from ppltk._rng import make_generator
 from ppltk.errors import DiscreteLatentError, ModelStructureError
+from ppltk.mcmc.targets import gaussian_mixture as mixture
+from ppltk.mcmc.targets import gaussian_mixture_marginal as mixture_marginal
 from ppltk.model import ModelBridge
 
 D = torch.float64
 Y_MIX = torch.tensor([-2.1, -1.7, -2.6, 0.3, 1.9, 2.4, 1.6, 2.2], dtype=D)
 Y_HMM = torch.tensor([0.1, -1.3, 2.2, 2.9, 1.7, -0.4, -2.0, 0.8, 3.1, 2.5], dtype=D)
-
-
-def mixture(y):
-    w = pyro.sample("w", dist.Dirichlet(torch.ones(2, dtype=D)))
-    loc = pyro.sample("loc", dist.Normal(torch.tensor([-2.0, 2.0], dtype=D), 1.0).to_event(1))
-    scale = pyro.sample("scale", dist.LogNormal(torch.zeros((), dtype=D), 0.5))
-    with pyro.plate("data", len(y)):
-        k = pyro.sample("k", dist.Categorical(w))
-        pyro.sample("y", dist.Normal(loc[k], scale), obs=y)
-
-
-def mixture_marginal(y):
-    w = pyro.sample("w", dist.Dirichlet(torch.ones(2, dtype=D)))
-    loc = pyro.sample("loc", dist.Normal(torch.tensor([-2.0, 2.0], dtype=D), 1.0).to_event(1))
-    scale = pyro.sample("scale", dist.LogNormal(torch.zeros((), dtype=D), 0.5))
-    terms = w.log() + dist.Normal(loc, scale).log_prob(y[:, None])
-    pyro.factor("y", torch.logsumexp(terms, -1).sum())
 
 
 def hmm(y):
