@@ -77,7 +77,7 @@ def sample(
     backend
         How the model is evaluated (see :class:`ppltk.model.ModelBridge`): ``"fx"`` replays its
         captured tensor graph, ``"inductor"`` compiles it with TorchInductor -- for NUTS, each
-        whole leapfrog step, model included (:class:`~ppltk.mcmc.fused.FusedLeapfrog`) -- (a
+        whole leaf of the tree, model included (:class:`~ppltk.mcmc.fused.FusedStep`) -- (a
         few seconds once per model, kernels kept on disk between runs, then 3-30x faster per
         step), ``"eager"`` re-runs the model's Python code at every step. ``"auto"``
         (default) is ``"inductor"`` for runs of at least ``INDUCTOR_MIN_ITERATIONS`` (500)

@@ -25,11 +25,10 @@ import warnings
 from collections.abc import Callable
 
 import torch
-from torch.fx.experimental.proxy_tensor import make_fx
 
 from ppltk.errors import VectorisationWarning
 from ppltk.mcmc._base import LogDensityFn
-from ppltk.model.graph import EVALUATION_ERRORS, compile_graph, relative_difference
+from ppltk.model.graph import EVALUATION_ERRORS, compile_graph, relative_difference, trace
 
 __all__ = ["FusedStep", "guarded_call"]
 
@@ -61,10 +60,13 @@ class FusedStep:
     name
         Used in the fallback warning.
 
-    Calling ``fused(ld, *tensors)`` runs the step with ``ld``: uncompiled, ``ld`` itself (a
-    :class:`~ppltk.mcmc.GuardedDensity`, robust per chain); compiled, its raw function
-    ``ld.fn``, with ``ld.nonfinite`` updated from the step's last output, which must be the
-    ``bad [C]`` mask of the point it evaluated.
+    ``fused.bind(ld, *tensors)`` returns the step with the log-density ``ld`` bound, for
+    inputs shaped as ``tensors``: compiled, it calls ``ld``'s raw function ``ld.fn`` (built on
+    first use, then one lookup per binding, none per call); uncompiled -- or at a step where
+    the compiled code raises (e.g. a failed Cholesky inside the model) -- the guarded density
+    ``ld.uncounted`` (a :class:`~ppltk.mcmc.GuardedDensity`, robust per chain).  Neither
+    counts non-finite points: the step reports them (``guarded_call``'s ``bad``) and its
+    caller counts them.  ``fused(ld, *tensors)`` binds and calls once.
     """
 
     def __init__(self, step: Callable, compile: bool, num_checked: int, name: str) -> None:
@@ -75,26 +77,35 @@ class FusedStep:
         return {**self.__dict__, "_compiled": {}}
 
     def __call__(self, ld, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.bind(ld, *tensors)(*tensors)
+
+    def bind(self, ld, *tensors: torch.Tensor) -> Callable[..., tuple[torch.Tensor, ...]]:
+        """The step with ``ld`` bound, for inputs shaped, typed and placed as ``tensors``."""
+        eager_ld = getattr(ld, "uncounted", ld)
+
+        def eager(*args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            return self.step(eager_ld, *args)
+
         if not self.compile:
-            return self.step(ld, *tensors)
+            return eager
         fn = getattr(ld, "fn", ld)
-        first = tensors[0]
-        key = (id(fn), first.dtype, first.device, *(t.shape for t in tensors))
+        key = (id(fn), tensors[0].device, *((t.shape, t.dtype) for t in tensors))
         entry = self._compiled.get(key, False)
         if entry is False:
             entry = self._compiled[key] = self._build(fn, tensors)
         if entry is None:
-            return self.step(ld, *tensors)
-        try:
-            out = entry[1](*tensors)
-        except AssertionError:  # an input with other strides than at compilation
-            out = entry[1](*(t.contiguous() for t in tensors))
-        except EVALUATION_ERRORS:  # some chain's point raised: this step, uncompiled
-            return self.step(ld, *tensors)
-        nonfinite = getattr(ld, "nonfinite", None)
-        if nonfinite is not None and nonfinite.shape == out[-1].shape:
-            ld.nonfinite = nonfinite + out[-1]
-        return tuple(out)
+            return eager
+        compiled = entry[1]
+
+        def call(*args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            try:
+                return compiled(*args)
+            except AssertionError:  # an input with other strides than at compilation
+                return compiled(*(t.contiguous() for t in args))
+            except EVALUATION_ERRORS:  # some chain's point raised: this step, uncompiled
+                return eager(*args)
+
+        return call
 
     def _build(self, fn, tensors) -> tuple[Callable, Callable] | None:
         def step(*args):
@@ -106,7 +117,7 @@ class FusedStep:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                graph = make_fx(step)(*tensors)
+                graph = trace(step, *tensors)
             graph.graph.eliminate_dead_code()
             graph.recompile()
             compiled = compile_graph(graph, list(tensors))

@@ -25,12 +25,13 @@ A leaf whose energy error exceeds ``max_delta_energy`` or is NaN is divergent: i
 the chain's tree stops, and ``diverging`` is set.  The transition is reversible with respect to
 the uniform choice of the trajectory's position, so :math:`\pi` is preserved.
 
-Cost: compiled (``compile=True``), everything one leaf does -- the leapfrog step and the
-log-density, the energy, the divergence test, the multinomial draw, the checkpoints and U-turn
-checks of every block ending at the leaf, the statistics -- is one pure tensor function
-(:func:`_leaf`), so a leaf is one call of compiled code (:class:`~ppltk.mcmc.fused.FusedStep`)
-plus one host synchronisation (has every chain stopped?), and memory is
-:math:`O(C D \cdot \mathrm{max\_tree\_depth})`.  Uncompiled, a leaf is about a dozen small
+Cost: compiled (``compile=True``), the transition is a flat sequence of identical leaf steps
+(:mod:`ppltk.mcmc._nuts_flat`): everything a leaf does -- the start of its subtree, the
+leapfrog step and the log-density, the energy, the divergence test, the multinomial draw, the
+checkpoints and U-turn checks of every block ending at the leaf, the merge at a subtree's last
+leaf, the statistics -- is one pure tensor function on the packed tree state, so a leaf is one
+call of compiled code (:class:`~ppltk.mcmc.fused.FusedStep`) plus one host synchronisation
+(is the transition over?), and memory is :math:`O(C D \cdot \mathrm{max\_tree\_depth})`.  Uncompiled, a leaf is about a dozen small
 tensor operations (a chain that has stopped is never read again, so its tree quantities are
 updated unmasked) and the leaves are kept, :math:`O(2^{depth} C D)` memory.
 """
@@ -42,71 +43,14 @@ import math
 import torch
 
 from ppltk.errors import ArgumentError
+from ppltk.mcmc import _nuts_flat as flat
 from ppltk.mcmc._base import LogDensityFn, MCMCState, Params
-from ppltk.mcmc.fused import FusedStep, guarded_call
+from ppltk.mcmc._nuts_flat import _no_u_turn
+from ppltk.mcmc.fused import FusedStep
 from ppltk.mcmc.hmc import HamiltonianKernel
 from ppltk.mcmc.integrators import sample_momentum, velocity
 
 __all__ = ["NUTS"]
-
-
-def _no_u_turn(sharp_a: torch.Tensor, sharp_b: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
-    r"""Generalised no-U-turn test, per chain: :math:`p^\sharp_a\cdot\rho > 0` and
-    :math:`p^\sharp_b\cdot\rho > 0` (NaN counts as turned)."""
-    return torch.minimum(torch.linalg.vecdot(sharp_a, rho), torch.linalg.vecdot(sharp_b, rho)) > 0
-
-
-def _leaf(ld, z, g, p, sharp, rho, ck_sharp, ck_rho, ok, diverging, sub_log_w, prop_z, prop_g,
-          prop_lp, accept, built, eps, minv, neg_h0, threshold, u, set_mask, check_mask):  # fmt: skip
-    """One leaf of a subtree for every chain (pure: compiled as one function).
-
-    ``eps [C]`` is the signed step size, applied only to chains that are ``ok`` (the others
-    idle at a finite point); ``set_mask``/``check_mask [K]`` say which block levels start
-    (checkpoint) and end (U-turn check) at this leaf; ``u [C]`` is the uniform of the
-    progressive multinomial draw.  Returns the updated tree quantities, then ``bad [C]``."""
-    dense = minv.dim() == 3
-    e_col = (eps * ok).unsqueeze(-1)
-    half = 0.5 * e_col
-    p_half = torch.addcmul(p, half, g)
-    z_new = torch.addcmul(z, e_col, velocity(p_half, minv))
-    lp, g_new, bad = guarded_call(ld, z_new)
-    p_new = torch.addcmul(p_half, half, g_new)
-    sharp_new = velocity(p_new, minv) if dense else minv * p_new
-    neg_h = torch.sub(lp, torch.linalg.vecdot(p_new, sharp_new), alpha=0.5)  # -H
-    log_w = torch.nan_to_num(neg_h - neg_h0, nan=-math.inf)  # NaN energy: weight 0
-    # statistics over the leaves built while the chain was still going
-    accept = accept + torch.where(ok, log_w.clamp(max=0.0).exp(), 0.0)
-    built = built + ok.to(built.dtype)
-    # divergent: energy error above max_delta_energy, or NaN (the comparison fails)
-    within = neg_h >= threshold
-    diverged = ok & ~within
-    diverging = diverging | diverged
-    ok = ok & within
-    # progressive multinomial draw among the subtree's leaves
-    log_w = torch.where(ok, log_w, -math.inf)
-    new_log_w = torch.logaddexp(sub_log_w, log_w)
-    take = ok & (u.log() <= log_w - new_log_w)
-    sub_log_w = torch.where(ok, new_log_w, sub_log_w)
-    take_col = take.unsqueeze(-1)
-    prop_z = torch.where(take_col, z_new, prop_z)
-    prop_g = torch.where(take_col, g_new, prop_g)
-    prop_lp = torch.where(take, lp, prop_lp)
-    # a divergent chain keeps its last finite point (where it idles from now on)
-    div_col = diverged.unsqueeze(-1)
-    z_new = torch.where(div_col, z, z_new)
-    g_new = torch.where(div_col, g, g_new)
-    p_new = torch.where(div_col, p, p_new)
-    sharp_new = torch.where(div_col, sharp, sharp_new)
-    # U-turn checks of every power-of-two block of leaves that starts or ends here
-    set_col = set_mask[:, None, None]
-    ck_sharp = torch.where(set_col, sharp_new, ck_sharp)
-    ck_rho = torch.where(set_col, rho, ck_rho)
-    rho = rho + p_new
-    block_rho = rho - ck_rho
-    no_turn = _no_u_turn(ck_sharp, sharp_new.expand_as(ck_sharp), block_rho)
-    ok = ok & (no_turn | ~check_mask[:, None]).all(0)
-    return (z_new, g_new, p_new, sharp_new, rho, ck_sharp, ck_rho, sub_log_w, prop_z, prop_g,
-            prop_lp, accept, built, ok, diverging, bad)  # fmt: skip
 
 
 class _Leaves:
@@ -141,9 +85,10 @@ class NUTS(HamiltonianKernel):
     max_delta_energy
         Energy error :math:`H - H_0` above which a leaf is divergent (NaN is always divergent).
     compile
-        Compile each leapfrog step -- the log-density and its gradient, the momentum and
-        position updates and the energy -- into one TorchInductor kernel
-        (:class:`~ppltk.mcmc.fused.FusedLeapfrog`; needs a C++ compiler, or Triton on CUDA).
+        Compile everything one leaf of the tree does -- the leapfrog step with the
+        log-density and its gradient, the energy, the multinomial draw, the U-turn checks and
+        the merge of a finished subtree -- into one TorchInductor function
+        (:class:`~ppltk.mcmc.fused.FusedStep`; needs a C++ compiler, or Triton on CUDA).
         It costs a few seconds once per model and input shape (kernels persist on disk, see
         :func:`ppltk.model.graph.inductor_cache_dir`) and makes a step several times faster on
         small and medium models; :func:`ppltk.mcmc.sample` turns it on with
@@ -177,9 +122,9 @@ class NUTS(HamiltonianKernel):
         self.max_tree_depth = max_tree_depth
         self.max_delta_energy = float(max_delta_energy)
         self.compile = bool(compile)
-        self._leaf = FusedStep(_leaf, self.compile, num_checked=13, name="NUTS")
+        self._leaf = FusedStep(flat.flat_leaf, self.compile, num_checked=3, name="NUTS")
         self._fused_tree = self.compile  # tests run the fused tree uncompiled too
-        self._mask_cache: dict[tuple, tuple] = {}
+        self._schedule_cache: dict[tuple, list[list[torch.Tensor]]] = {}
 
     def with_compile(self) -> NUTS:
         """A copy of this kernel with ``compile=True`` (whole leaves compiled)."""
@@ -200,8 +145,8 @@ class NUTS(HamiltonianKernel):
         (``accept_prob`` = mean of :math:`\\min(1, e^{-\\Delta H})` over the tree's leaves,
         ``tree_depth``, ``n_steps``, ``diverging``, ``energy``, ``step_size``, ``lp``).
 
-        With ``compile=True`` the tree is built one fused leaf at a time (:func:`_leaf`, one
-        compiled call per leaf); otherwise by the classic builder, which needs fewer tensor
+        With ``compile=True`` the tree is built one fused leaf at a time
+        (:func:`~ppltk.mcmc._nuts_flat.flat_leaf`, one compiled call per leaf); otherwise by the classic builder, which needs fewer tensor
         operations per leaf uncompiled.  Both sample the same transition kernel."""
         if self._fused_tree:
             return self._step_fused(state, logdensity_and_grad, params, generator)
@@ -231,107 +176,58 @@ class NUTS(HamiltonianKernel):
         params: Params,
         generator: torch.Generator,
     ) -> tuple[MCMCState, dict[str, torch.Tensor]]:
-        """The compiled transition: each leaf one call of :func:`_leaf` (progressive
-        multinomial draw within a subtree, no leaves kept)."""
-        minv, eps = params.inverse_mass, params.step_size
-        z0, lp0, g0 = state.position, state.lp, state.grad
-        p0, sharp0, neg_h0, threshold, forward, signed_eps, log_u = self._start(
-            state, params, generator
+        """The compiled transition: every leaf one call of :func:`~ppltk.mcmc._nuts_flat.flat_leaf`
+        on the packed tree state (progressive multinomial draw within a subtree, no leaves
+        kept, one host synchronisation per leaf: is the transition over?)."""
+        z0, lp0 = state.position, state.lp
+        minv, k = params.inverse_mass, self.max_tree_depth
+        p0 = sample_momentum(params, z0, generator)
+        u = torch.rand((2, k) + lp0.shape, generator=generator, dtype=lp0.dtype, device=lp0.device)
+        vecs, ck, scal, per_depth, h0 = flat.start(
+            z0, lp0, state.grad, p0, minv, params.step_size, k, self.max_delta_energy, u
         )
-        right = left = (z0, g0, p0, sharp0)  # trajectory edges
-        proposal = (z0, g0, lp0)
-        log_weight = torch.zeros_like(lp0)  # log sum_i exp(-(H_i - H_0)); initial point: 1
-        rho = p0
-        active = torch.ones_like(lp0, dtype=torch.bool)
-        started = torch.zeros_like(lp0, dtype=torch.long)
-        tally = {
-            "diverging": torch.zeros_like(lp0, dtype=torch.bool),
-            "accept": torch.zeros_like(lp0),
-            "built": torch.zeros_like(lp0),
-        }
-        for depth in range(self.max_tree_depth):
-            if depth > 0 and not bool(active.any()):
+        rows = self._schedule(z0.device, z0.dtype)
+        leaf_u = lp0.new_empty(lp0.shape)
+        leaf = self._leaf.bind(logdensity_and_grad, vecs, ck, scal, minv, per_depth[0], h0,
+                               rows[0][0], leaf_u)  # fmt: skip
+        for depth, doubling in zip(range(k), per_depth):
+            uniforms = torch.rand((2**depth,) + lp0.shape, generator=generator,
+                                  dtype=lp0.dtype, device=lp0.device).unbind(0)  # fmt: skip
+            stop = False
+            for row, uniform in zip(rows[depth], uniforms):
+                vecs, ck, scal, stop = leaf(vecs, ck, scal, minv, doubling, h0, row, uniform)
+                if stop:
+                    break
+            if stop:
                 break
-            started = started + active
-            fwd_col = forward[depth].unsqueeze(-1)
-            start = tuple(torch.where(fwd_col, r, l) for r, l in zip(right, left))
-            sub = self._subtree_fused(
-                start, signed_eps[depth], active, depth, neg_h0, threshold, minv, tally,
-                logdensity_and_grad, generator,
-            )  # fmt: skip
-            if sub is None:  # every chain's subtree turned or diverged
-                break
-            ok, edge, sub_rho, sub_log_w, sub_proposal = sub
-            # biased progressive sampling between the old tree and the new subtree
-            take = ok & (log_u[depth] < sub_log_w - log_weight)
-            proposal = tuple(
-                torch.where(take.view(-1, *([1] * (new.dim() - 1))), new, old)
-                for new, old in zip(sub_proposal, proposal)
-            )
-            # A chain that is not ok stops here for good: its weight, momentum sum and edges
-            # are never read again (the edge is still a finite point, where it idles), so
-            # they are updated without masks.
-            log_weight = torch.logaddexp(log_weight, sub_log_w)
-            rho = rho + sub_rho
-            right = tuple(torch.where(fwd_col, e, r) for e, r in zip(edge, right))
-            left = tuple(torch.where(fwd_col, l, e) for e, l in zip(edge, left))
-            active = ok & _no_u_turn(left[3], right[3], rho)
-        z, g, lp = proposal
-        n_steps = tally["built"].long()
+        nonfinite = getattr(logdensity_and_grad, "nonfinite", None)
+        if nonfinite is not None and nonfinite.shape == lp0.shape:
+            logdensity_and_grad.nonfinite = nonfinite + scal[flat.BAD].long()
+        n_steps = scal[flat.BUILT].long()
         info = {
-            "lp": lp,
-            "accept_prob": tally["accept"] / n_steps.clamp(min=1).to(lp0.dtype),
-            "step_size": eps,
-            "tree_depth": started,
+            "lp": scal[flat.PLP],
+            "accept_prob": scal[flat.ACCEPT] / n_steps.clamp(min=1).to(lp0.dtype),
+            "step_size": params.step_size,
+            "tree_depth": scal[flat.STARTED].long(),
             "n_steps": n_steps,
-            "diverging": tally["diverging"],
-            "energy": -neg_h0,
+            "diverging": scal[flat.DIV] > 0,
+            "energy": -h0[0],
         }
-        return MCMCState(z, lp, g), info
+        return MCMCState(vecs[flat.PZ], scal[flat.PLP], vecs[flat.PG]), info
 
-    def _masks(self, depth: int, leaf: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """Block levels ``k = 1..depth`` (index ``k - 1`` of ``[max_tree_depth]`` masks) whose
-        blocks of :math:`2^k` leaves start (checkpoint) and end (U-turn check) at ``leaf``."""
-        key = (depth, leaf, device)
-        masks = self._mask_cache.get(key)
-        if masks is None:
-            first = depth if leaf == 0 else min(depth, (leaf & -leaf).bit_length() - 1)
-            last = min(depth, ((leaf + 1) & -(leaf + 1)).bit_length() - 1)
-            levels = torch.arange(1, self.max_tree_depth + 1, device=device)
-            masks = self._mask_cache[key] = (levels <= first, levels <= last)
-        return masks
-
-    def _subtree_fused(self, start, eps, active, depth, neg_h0, threshold, minv, tally, ld, gen):
-        """Build ``2**depth`` leaves from the edge ``start = (z, grad, p, p#)`` with signed
-        step sizes ``eps [C]`` for the chains that are ``active``.
-
-        Returns ``(ok, edge, rho, log_weight, (z, grad, lp) of the subtree's proposal)``, or
-        ``None`` when every chain stopped before the last leaf (nothing to merge); the
-        statistics in ``tally`` are updated either way."""
-        z, g, p, sharp = start
-        n_leaves = 2**depth
-        levels = (self.max_tree_depth,) + z.shape
-        ck_sharp, ck_rho, rho = z.new_zeros(levels), z.new_zeros(levels), torch.zeros_like(p)
-        sub_log_w = torch.full_like(neg_h0, -math.inf)
-        prop_z, prop_g, prop_lp = z, g, neg_h0
-        uniforms = torch.rand((n_leaves,) + neg_h0.shape, generator=gen, dtype=z.dtype,
-                              device=z.device)  # fmt: skip
-        ok, diverging = active, tally["diverging"]
-        accept, built = tally["accept"], tally["built"]
-        for leaf in range(n_leaves):
-            set_mask, check_mask = self._masks(depth, leaf, z.device)
-            out = self._leaf(
-                ld, z, g, p, sharp, rho, ck_sharp, ck_rho, ok, diverging, sub_log_w, prop_z,
-                prop_g, prop_lp, accept, built, eps, minv, neg_h0, threshold, uniforms[leaf],
-                set_mask, check_mask,
-            )  # fmt: skip
-            (z, g, p, sharp, rho, ck_sharp, ck_rho, sub_log_w, prop_z, prop_g, prop_lp, accept,
-             built, ok, diverging, _) = out  # fmt: skip
-            if leaf + 1 < n_leaves and not bool(ok.any()):
-                tally.update(diverging=diverging, accept=accept, built=built)
-                return None
-        tally.update(diverging=diverging, accept=accept, built=built)
-        return ok, (z, g, p, sharp), rho, sub_log_w, (prop_z, prop_g, prop_lp)
+    def _schedule(self, device, dtype) -> list[list[torch.Tensor]]:
+        """Rows of :func:`~ppltk.mcmc._nuts_flat.schedule_row` for every ``[depth][leaf]``."""
+        key = (device, dtype)
+        rows = self._schedule_cache.get(key)
+        if rows is None:
+            k = self.max_tree_depth
+            table = torch.stack(
+                [flat.schedule_row(d, i, k, "cpu", dtype) for d in range(k) for i in range(2**d)]
+            ).to(device)
+            flat_rows = [row.clone() for row in table.unbind(0)]
+            rows = [flat_rows[2**d - 1 : 2 ** (d + 1) - 1] for d in range(k)]
+            self._schedule_cache[key] = rows
+        return rows
 
     def _step_classic(
         self,

@@ -49,6 +49,16 @@ class GuardedDensity:
         self.nonfinite = torch.zeros(chains, dtype=torch.long, device=device)
 
     def __call__(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        lp, grad, bad = self._evaluate(z)
+        if bad.shape == self.nonfinite.shape:
+            self.nonfinite = self.nonfinite + bad
+        return lp, grad
+
+    def uncounted(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """As calling it, without counting (for a caller that counts non-finite points)."""
+        return self._evaluate(z)[:2]
+
+    def _evaluate(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         from ppltk.model.bridge import evaluate_rows
 
         lp, grad = evaluate_rows(self.fn, z)
@@ -56,9 +66,7 @@ class GuardedDensity:
         bad = ~torch.isfinite(lp + grad.sum(-1))
         lp = torch.where(bad, -math.inf, lp)
         grad = torch.where(bad.unsqueeze(-1), 0.0, grad)
-        if bad.shape == self.nonfinite.shape:
-            self.nonfinite = self.nonfinite + bad
-        return lp, grad
+        return lp, grad, bad
 
 
 _KERNELS = {"nuts": NUTS, "hmc": HMC, "mh": RandomWalkMH, "chees": ChEES}

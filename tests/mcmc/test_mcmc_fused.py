@@ -107,6 +107,32 @@ def test_compiled_leaves_equal_uncompiled_fused_leaves():
     torch.testing.assert_close(results[1][0], results[0][0], rtol=tol, atol=tol)
 
 
+def _half_gaussian(z):
+    """Standard Gaussian truncated to z_0 > -0.5: log-density -inf (zero gradient) beyond."""
+    inside = z[:, 0] > -0.5
+    lp = torch.where(inside, -0.5 * (z**2).sum(-1), -math.inf)
+    return lp, torch.where(inside.unsqueeze(-1), -z, 0.0)
+
+
+@needs_compiler
+def test_compiled_leaves_count_nonfinite_points_as_the_uncompiled_ones():
+    """Points outside the support (log-density -inf) are counted per chain in
+    ``attrs["nonfinite_evaluations"]``: the compiled tree (counted in the packed state) and
+    the uncompiled one (same trees from the same stream) give the same counts, above zero."""
+    init = torch.rand(4, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    counts = []
+    for kernel in (_fused_uncompiled(), NUTS(compile=True)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out = sample_flat(
+                _half_gaussian, init, kernel=kernel, num_warmup=50, num_samples=50, seed=2,
+                progress=False,
+            )  # fmt: skip
+        counts.append(out.attrs["nonfinite_evaluations"])
+    assert int(counts[0].sum()) > 0
+    assert torch.equal(counts[0], counts[1])
+
+
 @needs_compiler
 def test_compiled_nuts_exact_on_gaussian():
     """Compiled leaves, ill-scaled Gaussian (sd 0.5 .. 3): exact within 4 MCSE."""
@@ -151,8 +177,8 @@ def test_value_dependent_control_flow_falls_back_with_warning():
 @needs_compiler
 def test_model_failure_inside_compiled_step_rejects_only_that_chain():
     """A Cholesky inside the model fails for one chain: the compiled step raises, the step is
-    recomputed uncompiled through the guarded density, and only that chain gets -inf (and is
-    counted)."""
+    recomputed uncompiled through the guarded density, and only that chain gets -inf and is
+    reported bad (for its caller to count: the density's own counter is left alone)."""
 
     def model():
         a = pyro.sample("a", dist.Normal(0.0, 1.0))
@@ -174,7 +200,8 @@ def test_model_failure_inside_compiled_step_rejects_only_that_chain():
     p = torch.tensor([[0.1], [3.0]], dtype=z.dtype)  # the second chain moves to a = 3
     z_new, lp, _, bad = fused(ld, z, p, half)
     assert math.isfinite(float(lp[0])) and lp[1] == -math.inf
-    assert ld.nonfinite.tolist() == [0, 1]
+    assert bad.tolist() == [False, True]
+    assert ld.nonfinite.tolist() == [0, 0]
 
 
 @needs_compiler
