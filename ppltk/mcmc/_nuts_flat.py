@@ -111,8 +111,9 @@ def flat_leaf(ld, vecs, ck, scal, minv, doubling, h0, row, u):
     g = torch.where(fwd_col, rg, lg)
     p = torch.where(fwd_col, rp, lp_)
     sharp = torch.where(fwd_col, rs, ls)
-    # leapfrog step (chains that have stopped idle: step size zero)
-    e_col = (eps * ok).unsqueeze(-1)
+    # leapfrog step (chains that have stopped idle: step size zero), in the positions' dtype
+    # (the step sizes come in the log-density's, which may be wider)
+    e_col = (eps * ok).to(vecs.dtype).unsqueeze(-1)
     half = 0.5 * e_col
     p_half = torch.addcmul(p, half, g)
     z_new = torch.addcmul(z, e_col, velocity(p_half, minv))
