@@ -133,6 +133,23 @@ def test_compiled_leaves_count_nonfinite_points_as_the_uncompiled_ones():
     assert torch.equal(counts[0], counts[1])
 
 
+def test_fused_tree_keeps_the_positions_dtype():
+    """Eight schools has float32 latents and float64 data, so its log-density (and the step
+    size's working dtype) is float64: the tree still moves the float32 positions, so the model
+    is evaluated -- and its graph captured -- at float32 points only."""
+    bridge = ModelBridge(eight_schools_noncentered, (SIGMA, Y), backend="fx")
+    z0 = bridge.initial_points(4, torch.Generator().manual_seed(0))
+    ld = GuardedDensity(bridge.log_density_and_grad, 4, z0.device)
+    kernel = _fused_uncompiled()
+    state = kernel.init(z0, ld)
+    assert z0.dtype == torch.float32 and state.lp.dtype == torch.float64
+    params = default_params(z0, step_size=0.3)
+    state, _ = kernel.step(state, ld, params, torch.Generator().manual_seed(0))
+    assert state.position.dtype == torch.float32
+    dtypes = {key[1] for key in bridge._graph_density_and_grad.graphs}
+    assert dtypes == {torch.float32}
+
+
 @needs_compiler
 def test_compiled_nuts_exact_on_gaussian():
     """Compiled leaves, ill-scaled Gaussian (sd 0.5 .. 3): exact within 4 MCSE."""
