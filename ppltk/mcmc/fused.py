@@ -20,6 +20,7 @@ recomputed uncompiled through the guarded density, so only the failing chains ar
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from collections.abc import Callable
@@ -28,7 +29,15 @@ import torch
 
 from ppltk.errors import VectorisationWarning
 from ppltk.mcmc._base import LogDensityFn
-from ppltk.model.graph import EVALUATION_ERRORS, compile_graph, relative_difference, trace
+from ppltk.model.graph import (
+    EVALUATION_ERRORS,
+    aot_compile_cached,
+    compile_graph,
+    inline_scalar_constants,
+    lift_constants,
+    relative_difference,
+    trace,
+)
 
 __all__ = ["FusedStep", "guarded_call"]
 
@@ -89,7 +98,9 @@ class FusedStep:
         if not self.compile:
             return eager
         fn = getattr(ld, "fn", ld)
-        key = (id(fn), tensors[0].device, *((t.shape, t.dtype) for t in tensors))
+        # compiled code assumes the layouts it was built for (the ahead-of-time library does
+        # not check them): a non-contiguous input gets its own entry
+        key = (id(fn), tensors[0].device, *((t.shape, t.dtype, t.stride()) for t in tensors))
         entry = self._compiled.get(key, False)
         if entry is False:
             entry = self._compiled[key] = self._build(fn, tensors)
@@ -108,42 +119,71 @@ class FusedStep:
         return call
 
     def _build(self, fn, tensors) -> tuple[Callable, Callable] | None:
+        """Capture, compile and validate the step for ``fn``; ``None`` (with a warning) when
+        that fails.  On the CPU the step is compiled ahead of time (a library kept on disk,
+        :func:`~ppltk.model.graph.aot_compile_cached`), else -- or when that fails -- just
+        in time (:func:`~ppltk.model.graph.compile_graph`)."""
+
         def step(*args):
             return self.step(fn, *args)
 
         # distinct buffers: code compiled for inputs that alias each other (the same tensor
         # passed twice) would assume they always do
         tensors = tuple(t.clone() for t in tensors)
+        error: Exception | None = None
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 graph = trace(step, *tensors)
             graph.graph.eliminate_dead_code()
             graph.recompile()
-            compiled = compile_graph(graph, list(tensors))
-            z = tensors[0]
-            gen = torch.Generator(device=z.device).manual_seed(0)
-            probe = z + 0.1 * torch.randn(z.shape, generator=gen, dtype=z.dtype, device=z.device)
-            tol = 1e-6 if z.dtype == torch.float64 else 1e-3
-            for point in (tensors, (probe, *tensors[1:])):
-                try:
-                    eager = step(*point)
-                except EVALUATION_ERRORS:  # the model fails at the probe: check at z only
-                    continue
-                n = self.num_checked
-                diff = relative_difference(tuple(compiled(*point))[:n], tuple(eager)[:n])
-                if not diff <= tol:
-                    raise RuntimeError(
-                        f"the compiled step differs from the uncompiled one by {diff:.2g} "
-                        f"(relative, tolerance {tol:g}); the log-density's control flow may "
-                        "depend on its input"
-                    )
-        except Exception as error:  # noqa: BLE001 - any failure means the uncompiled step
-            warnings.warn(
-                f"{self.name}: the step could not be compiled ({error!r:.200}). Lost: "
-                "several-fold speed per step on small models; running it uncompiled.",
-                VectorisationWarning,
-                stacklevel=4,
-            )
-            return None
-        return fn, compiled
+            inline_scalar_constants(graph)
+            constants = lift_constants(graph)
+        except Exception as caught:  # noqa: BLE001 - any failure means the uncompiled step
+            return self._give_up(caught)
+        inputs = [*tensors, *constants]
+        builders = [compile_graph]
+        if all(t.device.type == "cpu" for t in inputs):
+            builders.insert(0, aot_compile_cached)
+        for build in builders:
+            try:
+                run = build(copy.deepcopy(graph), inputs)
+
+                def compiled(*args: torch.Tensor, run=run) -> tuple[torch.Tensor, ...]:
+                    return tuple(run(*args, *constants))
+
+                self._validate(step, compiled, tensors)
+                return fn, compiled
+            except Exception as caught:  # noqa: BLE001 - try the next compiler, then none
+                error = caught
+        return self._give_up(error)
+
+    def _validate(self, step, compiled, tensors) -> None:
+        """Raise unless the compiled step agrees with the uncompiled one at the capture point
+        and at a perturbed point (control flow that depends on the input would not)."""
+        z = tensors[0]
+        gen = torch.Generator(device=z.device).manual_seed(0)
+        probe = z + 0.1 * torch.randn(z.shape, generator=gen, dtype=z.dtype, device=z.device)
+        tol = 1e-6 if z.dtype == torch.float64 else 1e-3
+        for point in (tensors, (probe, *tensors[1:])):
+            try:
+                eager = step(*point)
+            except EVALUATION_ERRORS:  # the model fails at the probe: check at z only
+                continue
+            n = self.num_checked
+            diff = relative_difference(tuple(compiled(*point))[:n], tuple(eager)[:n])
+            if not diff <= tol:
+                raise RuntimeError(
+                    f"the compiled step differs from the uncompiled one by {diff:.2g} "
+                    f"(relative, tolerance {tol:g}); the log-density's control flow may "
+                    "depend on its input"
+                )
+
+    def _give_up(self, error: Exception | None) -> None:
+        warnings.warn(
+            f"{self.name}: the step could not be compiled ({error!r:.200}). Lost: "
+            "several-fold speed per step on small models; running it uncompiled.",
+            VectorisationWarning,
+            stacklevel=5,
+        )
+        return None

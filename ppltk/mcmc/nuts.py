@@ -180,7 +180,7 @@ class NUTS(HamiltonianKernel):
         on the packed tree state (progressive multinomial draw within a subtree, no leaves
         kept, one host synchronisation per leaf: is the transition over?)."""
         z0, lp0 = state.position, state.lp
-        minv, k = params.inverse_mass, self.max_tree_depth
+        minv, k = params.inverse_mass.contiguous(), self.max_tree_depth
         p0 = sample_momentum(params, z0, generator)
         u = torch.rand((2, k) + lp0.shape, generator=generator, dtype=lp0.dtype, device=lp0.device)
         vecs, ck, scal, per_depth, h0 = flat.start(
