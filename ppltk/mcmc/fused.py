@@ -20,7 +20,6 @@ recomputed uncompiled through the guarded density, so only the failing chains ar
 
 from __future__ import annotations
 
-import copy
 import math
 import warnings
 from collections.abc import Callable
@@ -29,15 +28,7 @@ import torch
 
 from ppltk.errors import VectorisationWarning
 from ppltk.mcmc._base import LogDensityFn
-from ppltk.model.graph import (
-    EVALUATION_ERRORS,
-    aot_compile_cached,
-    compile_graph,
-    inline_scalar_constants,
-    lift_constants,
-    relative_difference,
-    trace,
-)
+from ppltk.model.graph import EVALUATION_ERRORS, compile_validated, relative_difference, trace
 
 __all__ = ["FusedStep", "guarded_call"]
 
@@ -130,33 +121,24 @@ class FusedStep:
         # distinct buffers: code compiled for inputs that alias each other (the same tensor
         # passed twice) would assume they always do
         tensors = tuple(t.clone() for t in tensors)
-        error: Exception | None = None
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 graph = trace(step, *tensors)
             graph.graph.eliminate_dead_code()
             graph.recompile()
-            inline_scalar_constants(graph)
-            constants = lift_constants(graph)
-        except Exception as caught:  # noqa: BLE001 - any failure means the uncompiled step
-            return self._give_up(caught)
-        inputs = [*tensors, *constants]
-        builders = [compile_graph]
-        if all(t.device.type == "cpu" for t in inputs):
-            builders.insert(0, aot_compile_cached)
-        for build in builders:
-            try:
-                run = build(copy.deepcopy(graph), inputs)
-
-                def compiled(*args: torch.Tensor, run=run) -> tuple[torch.Tensor, ...]:
-                    return tuple(run(*args, *constants))
-
-                self._validate(step, compiled, tensors)
-                return fn, compiled
-            except Exception as caught:  # noqa: BLE001 - try the next compiler, then none
-                error = caught
-        return self._give_up(error)
+            compiled = compile_validated(
+                graph, list(tensors), lambda f: self._validate(step, f, tensors)
+            )
+        except Exception as error:  # noqa: BLE001 - any failure means the uncompiled step
+            warnings.warn(
+                f"{self.name}: the step could not be compiled ({error!r:.200}). Lost: "
+                "several-fold speed per step on small models; running it uncompiled.",
+                VectorisationWarning,
+                stacklevel=4,
+            )
+            return None
+        return fn, compiled
 
     def _validate(self, step, compiled, tensors) -> None:
         """Raise unless the compiled step agrees with the uncompiled one at the capture point
@@ -178,12 +160,3 @@ class FusedStep:
                     f"(relative, tolerance {tol:g}); the log-density's control flow may "
                     "depend on its input"
                 )
-
-    def _give_up(self, error: Exception | None) -> None:
-        warnings.warn(
-            f"{self.name}: the step could not be compiled ({error!r:.200}). Lost: "
-            "several-fold speed per step on small models; running it uncompiled.",
-            VectorisationWarning,
-            stacklevel=5,
-        )
-        return None

@@ -202,7 +202,8 @@ def lift_constants(graph: torch.fx.GraphModule) -> list[torch.Tensor]:
     original inputs.  The compiled code then depends on the data's shapes only, not on
     their values, so the same model on new data of the same shapes reuses it."""
     placeholders = [node for node in graph.graph.nodes if node.op == "placeholder"]
-    fake_mode = placeholders[0].meta["val"].fake_mode if placeholders else None
+    example = placeholders[0].meta.get("val") if placeholders else None
+    fake_mode = getattr(example, "fake_mode", None)
     last = placeholders[-1] if placeholders else None
     lifted: dict[str, torch.fx.Node] = {}
     constants: list[torch.Tensor] = []
@@ -358,17 +359,58 @@ def _tracing_context():
     return tracing(TracingContext(FakeTensorMode(shape_env=ShapeEnv(), static_shapes=True)))
 
 
+def compile_validated(
+    graph: torch.fx.GraphModule,
+    example_inputs: list[torch.Tensor],
+    check: Callable[[Callable], None],
+) -> Callable[..., tuple[torch.Tensor, ...]]:
+    """The captured ``graph`` compiled, as ``f(*inputs) -> tuple of outputs``: ahead of time
+    on the CPU (:func:`aot_compile_cached`: kept on disk, loaded without TorchInductor), else
+    -- or when that fails -- just in time (:func:`compile_graph`).  Scalar constants are
+    folded into the code and the model's data become trailing inputs (passed by the
+    returned function), so the compiled code does not depend on the data's values.
+    ``check(f)`` raises when ``f`` disagrees with the uncompiled graph; the first compiled
+    version that passes it is returned, else the last error is raised.  ``graph`` itself
+    is left as it was."""
+    import copy
+
+    graph = copy.deepcopy(graph)
+    inline_scalar_constants(graph)
+    constants = lift_constants(graph)
+    inputs = [*example_inputs, *constants]
+    builders = [compile_graph]
+    if all(t.device.type == "cpu" for t in inputs):
+        builders.insert(0, aot_compile_cached)
+    error: Exception = RuntimeError("no compiler")
+    for build in builders:
+        try:
+            run = build(copy.deepcopy(graph), inputs)
+
+            def compiled(*args: torch.Tensor, run=run) -> tuple[torch.Tensor, ...]:
+                return tuple(run(*args, *constants))
+
+            check(compiled)
+            return compiled
+        except Exception as caught:  # noqa: BLE001 - try the next compiler
+            error = caught
+    raise error
+
+
 def _compiled_or_fx(graph: Callable, z: torch.Tensor, name: str, tol: float) -> Callable:
     """Compile the captured graph; keep the plain graph if compilation fails (e.g. no C
     compiler on the machine) or disagrees beyond ``tol``."""
-    try:
-        compiled = compile_graph(graph, [z.detach()])
-        diff = relative_difference(compiled(z.detach()), graph(z.detach()))
+    z = z.detach()
+
+    def check(compiled: Callable) -> None:
+        diff = relative_difference(compiled(z), graph(z))
         if not diff <= tol:
             raise RuntimeError(
                 f"the compiled graph differs from the captured graph by {diff:.2g} (relative), "
                 f"more than the tolerance {tol:.2g}"
             )
+
+    try:
+        compiled = compile_validated(graph, [z], check)
     except Exception as error:  # noqa: BLE001 - any compiler failure keeps the fx graph
         warnings.warn(
             f"{name}: compilation failed ({error!r:.200}). Lost: compilation (about 5-30x "
