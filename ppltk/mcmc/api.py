@@ -77,9 +77,10 @@ def sample(
     backend
         How the model is evaluated (see :class:`ppltk.model.ModelBridge`): ``"fx"`` replays its
         captured tensor graph, ``"inductor"`` compiles it with TorchInductor -- for NUTS, each
-        whole leaf of the tree, model included (:class:`~ppltk.mcmc.fused.FusedStep`) -- (a
-        few seconds once per model, kernels kept on disk between runs, then 3-30x faster per
-        step), ``"eager"`` re-runs the model's Python code at every step. ``"auto"``
+        whole leaf of the tree, model included (:class:`~ppltk.mcmc.fused.FusedStep`) -- (15-25
+        s the first time on a machine; on the CPU a library kept on disk that later runs load
+        in milliseconds, also for new data of the same shapes; then 5-30x faster per step),
+        ``"eager"`` re-runs the model's Python code at every step. ``"auto"``
         (default) is ``"inductor"`` for runs of at least ``INDUCTOR_MIN_ITERATIONS`` (500)
         iterations when a C++ compiler is present and the model's captured graph has at
         most ``AUTO_COMPILE_MAX_NODES`` (1000) operations, else ``"fx"``.
@@ -209,11 +210,13 @@ def sample(
 
 
 INDUCTOR_MIN_ITERATIONS = 500
-"""Shortest run (warm-up plus draws) that ``backend="auto"`` compiles.  Compiling costs a few
-seconds per process (importing TorchInductor) plus about 1-2 s per model with a warm on-disk
-cache (10-20 s cold); a compiled NUTS leapfrog step costs 20-60 us against 0.5-1 ms for a
-replayed graph on the small models of ``benchmarks/mcmc.py``, so compiling repays itself
-after roughly 5,000-10,000 steps: a few hundred iterations at typical tree sizes."""
+"""Shortest run (warm-up plus draws) that ``backend="auto"`` compiles.  Compiling a model's
+NUTS leaf costs 15-25 s the first time on a machine and milliseconds afterwards (the library
+is kept on disk, :func:`ppltk.model.graph.aot_compile_cached`); a compiled leaf costs 15-130 us
+against 0.5-1 ms for a replayed graph on the models of ``benchmarks/mcmc.py``, so a first
+compilation repays itself after some 20,000-50,000 leaves: a thousand or more iterations at
+typical tree sizes, a few hundred for deep trees or costly models.  The threshold does not
+look at the disk, so a seed gives the same draws whether or not the library exists."""
 
 
 AUTO_COMPILE_MAX_NODES = 1000
