@@ -43,7 +43,7 @@ LOGW, SUB_LOGW, PLP, SLP, ACCEPT, BUILT, OK, ACTIVE, DIV, STARTED, BAD = range(1
 NUM_SCAL = 11
 
 
-def _no_u_turn(sharp_a: torch.Tensor, sharp_b: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
+def no_u_turn(sharp_a: torch.Tensor, sharp_b: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
     r""":math:`p^\sharp_a\cdot\rho > 0` and :math:`p^\sharp_b\cdot\rho > 0` (NaN: turned)."""
     return torch.minimum(torch.linalg.vecdot(sharp_a, rho), torch.linalg.vecdot(sharp_b, rho)) > 0
 
@@ -148,7 +148,7 @@ def flat_leaf(ld, vecs, ck, scal, minv, doubling, h0, row, u):
     ck_sharp = torch.where(set_col, sharp_new, ck_sharp)
     ck_rho = torch.where(set_col, rho, ck_rho)
     rho = rho + p_new
-    no_turn = _no_u_turn(ck_sharp, sharp_new.expand_as(ck_sharp), rho - ck_rho)
+    no_turn = no_u_turn(ck_sharp, sharp_new.expand_as(ck_sharp), rho - ck_rho)
     ok = ok & (no_turn | ~check_mask[:, None]).all(0)
     # the new leaf is the trajectory's edge on this subtree's side
     rz, lz = torch.where(fwd_col, z_new, rz), torch.where(fwd_col, lz, z_new)
@@ -163,7 +163,7 @@ def flat_leaf(ld, vecs, ck, scal, minv, doubling, h0, row, u):
     pg = torch.where(take_col, sg, pg)
     prop_lp = torch.where(take_tree, sub_lp, prop_lp)
     log_w_tree = torch.where(last, torch.logaddexp(log_w_tree, sub_log_w), log_w_tree)
-    active = torch.where(last, merge & _no_u_turn(ls, rs, rho), active > 0)
+    active = torch.where(last, merge & no_u_turn(ls, rs, rho), active > 0)
     stop = torch.where(last, ~active.any(), ~ok.any())
     # outputs in the input dtypes, so that the compiled step always sees the same dtypes
     # (positions may be float32 while a float64 likelihood makes the log-density float64)

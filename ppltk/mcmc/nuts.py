@@ -31,9 +31,10 @@ leapfrog step and the log-density, the energy, the divergence test, the multinom
 checkpoints and U-turn checks of every block ending at the leaf, the merge at a subtree's last
 leaf, the statistics -- is one pure tensor function on the packed tree state, so a leaf is one
 call of compiled code (:class:`~ppltk.mcmc.fused.FusedStep`) plus one host synchronisation
-(is the transition over?), and memory is :math:`O(C D \cdot \mathrm{max\_tree\_depth})`.  Uncompiled, a leaf is about a dozen small
-tensor operations (a chain that has stopped is never read again, so its tree quantities are
-updated unmasked) and the leaves are kept, :math:`O(2^{depth} C D)` memory.
+(is the transition over?), and memory is :math:`O(C D \cdot \mathrm{max\_tree\_depth})`.
+Uncompiled, a leaf is about a dozen small tensor operations (a chain that has stopped is never
+read again, so its tree quantities are updated unmasked) and the leaves are kept,
+:math:`O(2^{depth} C D)` memory.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ import torch
 from ppltk.errors import ArgumentError
 from ppltk.mcmc import _nuts_flat as flat
 from ppltk.mcmc._base import LogDensityFn, MCMCState, Params
-from ppltk.mcmc._nuts_flat import _no_u_turn
+from ppltk.mcmc._nuts_flat import no_u_turn
 from ppltk.mcmc.fused import FusedStep
 from ppltk.mcmc.hmc import HamiltonianKernel
 from ppltk.mcmc.integrators import sample_momentum, velocity
@@ -147,8 +148,9 @@ class NUTS(HamiltonianKernel):
         ``tree_depth``, ``n_steps``, ``diverging``, ``energy``, ``step_size``, ``lp``).
 
         With ``compile=True`` the tree is built one fused leaf at a time
-        (:func:`~ppltk.mcmc._nuts_flat.flat_leaf`, one compiled call per leaf); otherwise by the classic builder, which needs fewer tensor
-        operations per leaf uncompiled.  Both sample the same transition kernel."""
+        (:func:`~ppltk.mcmc._nuts_flat.flat_leaf`, one compiled call per leaf); otherwise by
+        the classic builder, which needs fewer tensor operations per leaf uncompiled.  Both
+        sample the same transition kernel."""
         if self._fused_tree:
             return self._step_fused(state, logdensity_and_grad, params, generator)
         return self._step_classic(state, logdensity_and_grad, params, generator)
@@ -278,7 +280,7 @@ class NUTS(HamiltonianKernel):
             rho = rho + sub_rho
             right = torch.where(fwd_col, edge, right)
             left = torch.where(fwd_col, left, edge)
-            active = ok & _no_u_turn(left[:, 3 * dim :], right[:, 3 * dim :], rho)
+            active = ok & no_u_turn(left[:, 3 * dim :], right[:, 3 * dim :], rho)
         new_state = leaves.gather(proposal)
         all_log_w = torch.nan_to_num(torch.cat(leaves.log_w), nan=-math.inf)  # NaN: weight 0
         all_built = torch.stack(leaves.built)
@@ -360,11 +362,11 @@ class NUTS(HamiltonianKernel):
             last = min(depth, ((leaf + 1) & -(leaf + 1)).bit_length() - 1)
             if last == 1:
                 ck_sharp, ck_rho = ckpt[1]
-                ok = ok & _no_u_turn(ck_sharp, sharp_new, rho - ck_rho)
+                ok = ok & no_u_turn(ck_sharp, sharp_new, rho - ck_rho)
             elif last > 1:  # several blocks end here: one batched check
                 ck_sharp = torch.stack([ckpt[k][0] for k in range(1, last + 1)])
                 block_rho = rho - torch.stack([ckpt[k][1] for k in range(1, last + 1)])
-                ok = ok & _no_u_turn(ck_sharp, sharp_new, block_rho).all(0)
+                ok = ok & no_u_turn(ck_sharp, sharp_new, block_rho).all(0)
             z, g, p, sharp = z_new, g_new, p_new, sharp_new
             if ok is not prev_ok and leaf + 1 < n_leaves and not torch.equal(ok, prev_ok):
                 if not bool(ok.any()):
