@@ -8,9 +8,10 @@ intercept hierarchical regression (50 groups, 1073 observations, 54 dims). Each 
 Every run is a **fresh Python process** (a worker of this script), so what is timed is what a
 user waits for on a first call in a new session: compilation included (TorchInductor for
 ppltk, XLA for NumPyro), interpreter start and imports excluded. ``cold`` runs start from an
-empty compile cache, ``warm`` runs from the cache the cold run left (ppltk's TorchInductor
-cache, ``ppltk.model.graph.inductor_cache_dir``; JAX's persistent compilation cache for
-NumPyro), so a warm run is "the second time this model is run on this machine".
+empty compile cache, ``warm`` runs from the cache the cold run left (ppltk's compiled
+libraries and TorchInductor's cache, ``ppltk.model.graph.inductor_cache_dir``; JAX's
+persistent compilation cache for NumPyro), so a warm run is "the second time this model is run
+on this machine".
 
 Rows: ``pyro`` (Pyro NUTS, chains one after another in the process, its one-process mode),
 ``numpyro`` (``chain_method="vectorized"``: one XLA computation for all chains), ``ppltk``
