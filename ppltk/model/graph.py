@@ -196,6 +196,35 @@ def inline_scalar_constants(graph: torch.fx.GraphModule) -> int:
     return inlined
 
 
+def transpose_matmul_outputs(graph: torch.fx.GraphModule) -> int:
+    """Rewrite :math:`(AB)^\top` as :math:`B^\top A^\top` where a matrix product is only
+    read transposed: batching chains gives ``mm(X, W^T)`` (``[N, C]``) read as ``[C, N]``,
+    and the code generated for what follows then runs over the short chain dimension
+    innermost (vector lanes mostly masked); the rewritten product is laid out ``[C, N]``.
+    Returns how many products were rewritten; the values are the same up to rounding."""
+    permute, mm = torch.ops.aten.permute.default, torch.ops.aten.mm.default
+    rewritten = 0
+    for node in list(graph.graph.nodes):
+        if node.target is not permute or list(node.args[1]) != [1, 0]:
+            continue
+        product = node.args[0]
+        if getattr(product, "target", None) is not mm or len(product.users) != 1:
+            continue
+        a, b = product.args
+        with graph.graph.inserting_before(node):
+            b_t = graph.graph.call_function(permute, (b, [1, 0]))
+            a_t = graph.graph.call_function(permute, (a, [1, 0]))
+            swapped = graph.graph.call_function(mm, (b_t, a_t))
+        node.replace_all_uses_with(swapped)
+        graph.graph.erase_node(node)
+        graph.graph.erase_node(product)
+        rewritten += 1
+    if rewritten:
+        graph.graph.lint()
+        graph.recompile()
+    return rewritten
+
+
 def lift_constants(graph: torch.fx.GraphModule) -> list[torch.Tensor]:
     """Turn each tensor constant of ``graph`` (the model's data, recorded as attributes by
     ``make_fx``) into a new trailing input; returns the constants, to be passed after the
@@ -376,6 +405,7 @@ def compile_validated(
 
     graph = copy.deepcopy(graph)
     inline_scalar_constants(graph)
+    transpose_matmul_outputs(graph)
     constants = lift_constants(graph)
     inputs = [*example_inputs, *constants]
     builders = [compile_graph]

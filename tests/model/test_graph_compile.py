@@ -74,3 +74,25 @@ def test_ahead_of_time_library_is_reused_for_new_data(tmp_path, monkeypatch):
     assert len(libraries) == 1
     for got, expected in results:
         assert relative_difference(got, expected) < 1e-12
+
+
+def test_transposed_matrix_products_are_rewritten_and_compute_the_same():
+    """A product read only transposed, as batched chains give it (``mm(X, W^T)`` read as
+    ``[C, N]``), becomes ``mm(W, X^T)``: same values, laid out with ``N`` innermost."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(50, 5, dtype=torch.float64, generator=gen)
+    w = torch.randn(4, 5, dtype=torch.float64, generator=gen)
+
+    def fn(w):
+        return (torch.mm(x, w.T).T.exp().sum(-1),)
+
+    graph = trace(fn, w)
+    expected = graph(w)
+    assert graph_module.transpose_matmul_outputs(graph) == 1
+    got = graph(w)
+    assert relative_difference(got, expected) < 1e-14
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    ShapeProp(graph).propagate(w)
+    products = [n for n in graph.graph.nodes if n.target is torch.ops.aten.mm.default]
+    assert [tuple(n.meta["tensor_meta"].shape) for n in products] == [(4, 50)]
