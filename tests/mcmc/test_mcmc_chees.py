@@ -94,17 +94,21 @@ def test_conjugate_model_through_sample():
 
 def test_trajectory_grows_to_the_widest_scale_and_step_size_hits_the_target():
     """Unit metric on N(0, diag(s^2)), s in [0.3, 3.2]: ChEES's optimum for a jittered
-    trajectory on a Gaussian of scale s is T = 2.25 s (tan 2x = 2x), so T must grow from one
-    step (< 0.3) to the widest scale; the harmonic-mean acceptance ends near 0.651."""
+    trajectory on a Gaussian of scale s is T = 2.25 s (tan 2x = 2x), so T must grow from 0.1
+    to within 40% of 2.25 times the widest scale; the harmonic-mean acceptance ends near
+    0.651."""
     scales = torch.logspace(-0.5, 0.5, 10, dtype=DTYPE)
-    start = 0.1  # far below the band checked below: only adaptation can bring T into it
-    assert start < 1.0 * scales.max()
+    optimum = 2.25 * float(scales.max())  # ChEES's exact optimum for the widest scale
+    start = 0.1  # 1.4% of the optimum: only adaptation can bring T into the band below
+    assert start / optimum < 0.6
     out = sample_flat(
         _scaled_gaussian(scales), _init(128, 10), kernel=ChEES(trajectory_length=start),
         num_warmup=400, num_samples=100, seed=0, adapt_mass=False, progress=False,
     )  # fmt: skip
     length = float(out.params.trajectory_length[0])
-    assert 1.0 * scales.max() < length < 4.0 * scales.max(), length
+    # Adam on a noisy criterion settles near, not at, the optimum: 0.82-0.96 of it over the
+    # seeds tried; +-40% still tells adaptation from none (1.4%) and from running away
+    assert 0.6 < length / optimum < 1.4, length / optimum
     # per-iteration harmonic mean over chains, averaged over the kept iterations
     accept = out.stats["accept_prob"].clamp(min=1e-10)
     harmonic = (1.0 / (1.0 / accept).mean(0)).mean()
