@@ -48,41 +48,31 @@ def no_u_turn(sharp_a: torch.Tensor, sharp_b: torch.Tensor, rho: torch.Tensor) -
     return torch.minimum(torch.linalg.vecdot(sharp_a, rho), torch.linalg.vecdot(sharp_b, rho)) > 0
 
 
-def schedule_row(depth: int, leaf: int, max_depth: int, device, dtype) -> torch.Tensor:
-    """Leaf ``leaf`` of the subtree at ``depth``, as the ``[2K + 2]`` row :func:`flat_leaf`
-    reads: which block levels ``k = 1..K`` start (checkpoint) and end (U-turn check) at this
-    leaf, and whether it is the subtree's first and last leaf."""
+def schedule_row(depth: int, leaf: int, max_depth: int) -> torch.Tensor:
+    """Leaf ``leaf`` of the subtree at ``depth``, as the boolean ``[2K + 2]`` row
+    :func:`flat_leaf` reads: which block levels ``k = 1..K`` start (checkpoint) and end (U-turn
+    check) at this leaf, and whether it is the subtree's first and last leaf."""
     first = depth if leaf == 0 else min(depth, (leaf & -leaf).bit_length() - 1)
     last = min(depth, ((leaf + 1) & -(leaf + 1)).bit_length() - 1)
     levels = torch.arange(1, max_depth + 1)
-    row = torch.cat(
-        (
-            levels <= first,
-            levels <= last,
-            torch.tensor([leaf == 0, leaf == 2**depth - 1]),
-        )
-    )
-    return row.to(device=device, dtype=dtype)
+    ends = torch.tensor([leaf == 0, leaf == 2**depth - 1])
+    return torch.cat((levels <= first, levels <= last, ends))
 
 
-def start(z0, lp0, g0, p0, minv, step_size, max_depth, max_delta_energy, u):
-    """The packed state of a new transition from ``(z0, lp0, g0)`` and momentum ``p0``.
-
-    ``u [2, K, C]`` are the transition's uniforms (directions, merge decisions).  Returns
-    ``(vecs, ck, scal, per_depth [K, 3, C], h0 [2, C])``: ``per_depth`` holds each doubling's
-    direction (1 forward), signed step size and merge log-uniform, ``h0`` is
-    :math:`-H_0` and the divergence threshold :math:`-H_0 - \\Delta_{max}`."""
-    sharp0 = velocity(p0, minv)
-    neg_h0 = torch.sub(lp0, torch.linalg.vecdot(p0, sharp0), alpha=0.5)
+def pack(z0, lp0, g0, p0, sharp0, neg_h0, threshold, forward, signed_eps, log_u, max_depth):
+    """The packed state of a new transition from ``(z0, lp0, g0)`` and what
+    ``NUTS._start`` drew: momentum ``p0``, its velocity, :math:`-H_0`,
+    the divergence threshold and, per doubling ``[K, C]``, the direction, signed step size and
+    merge log-uniform.  Returns ``(vecs, ck, scal, per_depth [K, 3, C], h0 [2, C])``, the
+    per-doubling and per-transition values in the log-density's dtype."""
     edge = (z0, g0, p0, sharp0)
     vecs = torch.stack((*edge, *edge, p0, z0, g0, z0, g0)).to(z0.dtype)
     scal = lp0.new_zeros((NUM_SCAL,) + lp0.shape)
     scal[SUB_LOGW] = -math.inf
     scal[PLP] = lp0
     scal[ACTIVE] = 1.0
-    forward = (u[0] < 0.5).to(lp0.dtype)
-    per_depth = torch.stack((forward, (2.0 * forward - 1.0) * step_size, u[1].log()), 1)
-    h0 = torch.stack((neg_h0, neg_h0 - max_delta_energy))
+    per_depth = torch.stack((forward, signed_eps, log_u), 1).to(lp0.dtype)
+    h0 = torch.stack((neg_h0, threshold)).to(lp0.dtype)
     ck = z0.new_zeros((2, max_depth) + z0.shape)
     return vecs, ck, scal, per_depth, h0
 

@@ -184,11 +184,8 @@ class NUTS(HamiltonianKernel):
         kept, one host synchronisation per leaf: is the transition over?)."""
         z0, lp0 = state.position, state.lp
         minv, k = params.inverse_mass.contiguous(), self.max_tree_depth
-        p0 = sample_momentum(params, z0, generator)
-        u = torch.rand((2, k) + lp0.shape, generator=generator, dtype=lp0.dtype, device=lp0.device)
-        vecs, ck, scal, per_depth, h0 = flat.start(
-            z0, lp0, state.grad, p0, minv, params.step_size, k, self.max_delta_energy, u
-        )
+        drawn = self._start(state, params, generator)
+        vecs, ck, scal, per_depth, h0 = flat.pack(z0, lp0, state.grad, *drawn, k)
         rows = self._schedule(z0.device, z0.dtype)
         leaf_u = lp0.new_empty(lp0.shape)
         leaf = self._leaf.bind(logdensity_and_grad, vecs, ck, scal, minv, per_depth[0], h0,
@@ -225,9 +222,9 @@ class NUTS(HamiltonianKernel):
         if rows is None:
             k = self.max_tree_depth
             table = torch.stack(
-                [flat.schedule_row(d, i, k, "cpu", dtype) for d in range(k) for i in range(2**d)]
-            ).to(device)
-            flat_rows = [row.clone() for row in table.unbind(0)]
+                [flat.schedule_row(d, i, k) for d in range(k) for i in range(2**d)]
+            ).to(device=device, dtype=dtype)
+            flat_rows = [row.clone() for row in table.unbind(0)]  # each row its own buffer
             rows = [flat_rows[2**d - 1 : 2 ** (d + 1) - 1] for d in range(k)]
             self._schedule_cache[key] = rows
         return rows

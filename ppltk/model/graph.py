@@ -14,6 +14,7 @@ eager evaluation with a :class:`~ppltk.errors.VectorisationWarning`.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import warnings
@@ -146,17 +147,23 @@ def compile_graph(graph: torch.fx.GraphModule, example_inputs: list[torch.Tensor
     from torch._inductor import compile as inductor_compile
     from torch._inductor import config as _config
 
-    inline_scalar_constants(graph)
-    previous = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = inductor_cache_dir()  # read at each lookup
     on_cpu = all(t.device.type == "cpu" for t in example_inputs)
     # on the CPU, the generated wrapper in C++ (allocations and the kernel call without the
     # Python interpreter: about 2x less overhead per call on small graphs)
     options = {"cpp_wrapper": True, **_known_vec_isa()} if on_cpu else {}
+    with _inductor_cache(), warnings.catch_warnings(), _tracing_context(), _config.patch(options):
+        warnings.simplefilter("ignore")  # the compiler's deprecation notices are not ours
+        return inductor_compile(graph, list(example_inputs))
+
+
+@contextlib.contextmanager
+def _inductor_cache():
+    """TorchInductor's cache in :func:`inductor_cache_dir` while compiling (it reads the
+    variable at each lookup); the rest of the process keeps its own setting."""
+    previous = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = inductor_cache_dir()
     try:
-        with warnings.catch_warnings(), _tracing_context(), _config.patch(options):
-            warnings.simplefilter("ignore")  # the compiler's deprecation notices are not ours
-            return inductor_compile(graph, list(example_inputs))
+        yield
     finally:
         if previous is None:
             del os.environ["TORCHINDUCTOR_CACHE_DIR"]
@@ -287,17 +294,9 @@ def aot_compile_cached(
         from torch._inductor import aot_compile
         from torch._inductor import config as _config
 
-        previous = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = inductor_cache_dir()
-        try:
-            with warnings.catch_warnings(), _config.patch(_known_vec_isa()):
-                warnings.simplefilter("ignore")
-                built = aot_compile(graph, tuple(example_inputs))
-        finally:
-            if previous is None:
-                del os.environ["TORCHINDUCTOR_CACHE_DIR"]
-            else:
-                os.environ["TORCHINDUCTOR_CACHE_DIR"] = previous
+        with _inductor_cache(), warnings.catch_warnings(), _config.patch(_known_vec_isa()):
+            warnings.simplefilter("ignore")
+            built = aot_compile(graph, tuple(example_inputs))
         os.makedirs(folder, exist_ok=True)
         # the library, and the description of the operations it calls back into PyTorch
         # for (e.g. a Cholesky factorisation) that the runner reads from ``<name>.json``;
