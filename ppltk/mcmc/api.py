@@ -12,6 +12,7 @@ from ppltk.errors import ArgumentError
 from ppltk.mcmc._base import Kernel
 from ppltk.mcmc.checkpoint import stable_hash
 from ppltk.mcmc.runner import make_kernel, sample_flat
+from ppltk.model.graph import count_operations
 
 __all__ = ["sample"]
 
@@ -153,21 +154,34 @@ def sample(
     kernel = make_kernel(kernel)
     resolved = choose_backend(backend, num_warmup + num_samples)
     compiling = resolved == "inductor"
-    # compile only once the graph's size is known (the model's graph stays uncompiled when the
-    # kernel compiles its steps around it, Kernel.with_compile)
+    # a kernel that compiles the model into its own steps (NUTS: whole leaves), else the
+    # model's graph compiled once its size is known
+    compiled_kernel = kernel.with_compile() if compiling else None
     bridge_backend = ("auto" if backend == "auto" else "fx") if compiling else resolved
     bridge = ModelBridge(model, model_args, model_kwargs, backend=bridge_backend)
+    capturable = bridge.backend != "eager"  # "auto": not with subsampling plates
+    if compiled_kernel is not None and capturable:
+        # the few points evaluated outside the compiled steps are evaluated eagerly:
+        # capturing the model's graph for them would import TorchDynamo (about a second)
+        bridge.set_backend("eager")
     dev = torch.device(device) if device is not None else bridge.device
     gen = make_generator(seed, dev)
     init = bridge.initial_points(num_chains, gen).to(dev)
-    if compiling:
+    if compiling and not capturable:
+        resolved = bridge.backend
+    elif compiled_kernel is not None:
+        size = count_operations(bridge.log_density_and_grad, init)
+        if backend == "auto" and size > AUTO_COMPILE_MAX_NODES:
+            resolved = "fx"  # compiling would take longer than it saves
+            bridge.set_backend("fx")
+        else:
+            kernel = compiled_kernel
+    elif compiling:
         size = bridge.graph_size(init)
-        if size is None:  # eager evaluation (subsampling plates, uncapturable model)
+        if size is None:  # the model could not be captured: eager evaluation
             resolved = bridge.backend
         elif backend == "auto" and size > AUTO_COMPILE_MAX_NODES:
-            resolved = "fx"  # compiling would take longer than it saves
-        elif (compiled := kernel.with_compile()) is not None:  # NUTS: compiled leaves
-            kernel = compiled
+            resolved = "fx"
         else:
             bridge.set_backend("inductor")
     backend = resolved

@@ -28,7 +28,7 @@ import torch
 
 from ppltk.errors import VectorisationWarning
 from ppltk.mcmc._base import LogDensityFn
-from ppltk.model.graph import EVALUATION_ERRORS, compile_validated, relative_difference, trace
+from ppltk.model.graph import EVALUATION_ERRORS, compile_function, relative_difference
 
 __all__ = ["FusedStep", "guarded_call"]
 
@@ -111,9 +111,10 @@ class FusedStep:
 
     def _build(self, fn, tensors) -> tuple[Callable, Callable] | None:
         """Capture, compile and validate the step for ``fn``; ``None`` (with a warning) when
-        that fails.  On the CPU the step is compiled ahead of time (a library kept on disk,
-        :func:`~ppltk.model.graph.aot_compile_cached`), else -- or when that fails -- just
-        in time (:func:`~ppltk.model.graph.compile_graph`)."""
+        that fails.  On the CPU the step is compiled into a library kept on disk and found
+        again by later runs without tracing (:func:`~ppltk.model.graph.compile_function`),
+        else -- or when that fails -- in this process only
+        (:func:`~ppltk.model.graph.compile_graph`)."""
 
         def step(*args):
             return self.step(fn, *args)
@@ -124,12 +125,9 @@ class FusedStep:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                graph = trace(step, *tensors)
-            graph.graph.eliminate_dead_code()
-            graph.recompile()
-            compiled = compile_validated(
-                graph, list(tensors), lambda f: self._validate(step, f, tensors)
-            )
+                compiled = compile_function(
+                    step, list(tensors), lambda f: self._validate(step, f, tensors)
+                )
         except Exception as error:  # noqa: BLE001 - any failure means the uncompiled step
             warnings.warn(
                 f"{self.name}: the step could not be compiled ({error!r:.200}). Lost: "

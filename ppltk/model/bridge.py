@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyro
 import torch
 from pyro import poutine
@@ -370,9 +371,9 @@ class ModelBridge:
                 continue  # pyro.factor
             event_dim = len(fn.event_shape)
             value_batch = tuple(value.shape[: value.dim() - event_dim])
-            try:
-                full = torch.broadcast_shapes(value_batch, tuple(fn.batch_shape))
-            except RuntimeError:
+            try:  # NumPy's: torch's imports its symbolic-shape machinery (a quarter second)
+                full = np.broadcast_shapes(value_batch, tuple(fn.batch_shape))
+            except ValueError:
                 full = None
             if full is None or math.prod(full) > max(
                 math.prod(value_batch), math.prod(fn.batch_shape)

@@ -15,10 +15,13 @@ eager evaluation with a :class:`~ppltk.errors.VectorisationWarning`.
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import math
 import os
 import warnings
 from collections.abc import Callable
+from unittest import mock
 
 import torch
 from torch.fx.experimental.proxy_tensor import make_fx
@@ -138,22 +141,48 @@ def inductor_cache_dir() -> str:
     return os.path.join(root, "inductor")
 
 
-def compile_graph(graph: torch.fx.GraphModule, example_inputs: list[torch.Tensor]) -> Callable:
+def compile_graph(
+    graph: torch.fx.GraphModule,
+    example_inputs: list[torch.Tensor],
+    probe_cpu: bool = False,
+    check_layouts: bool = True,
+) -> Callable:
     """Compile a captured aten graph with TorchInductor, without TorchDynamo (the graph is
     already captured, so there is nothing to trace and no guards to check at each call: a
-    call costs about 15 us instead of about 45 us through ``torch.compile``).  Compiled
-    kernels persist in :func:`inductor_cache_dir` (set for the compilation only: the rest of
-    the process keeps TorchInductor's own setting)."""
+    call costs about 15 us instead of about 45 us through ``torch.compile``).  On the CPU
+    the wrapper around the kernels is generated in C++ too (allocations and kernel calls
+    without the Python interpreter), and the CPU's vector instruction sets are taken from
+    its own report unless ``probe_cpu`` (see :func:`_trusted_vec_isa`).  Without
+    ``check_layouts`` the code does not check its inputs' shapes and strides at each call (a
+    microsecond or two): the caller guarantees them.  Compiled kernels persist in :func:`inductor_cache_dir` (set for the compilation only: the rest of the
+    process keeps TorchInductor's own setting)."""
     from torch._inductor import compile as inductor_compile
     from torch._inductor import config as _config
 
     on_cpu = all(t.device.type == "cpu" for t in example_inputs)
-    # on the CPU, the generated wrapper in C++ (allocations and the kernel call without the
-    # Python interpreter: about 2x less overhead per call on small graphs)
-    options = {"cpp_wrapper": True, **_known_vec_isa()} if on_cpu else {}
-    with _inductor_cache(), warnings.catch_warnings(), _tracing_context(), _config.patch(options):
+    options = {"cpp_wrapper": True} if on_cpu else {}
+    if not check_layouts:
+        options.update(size_asserts=False, alignment_asserts=False, scalar_asserts=False)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_inductor_cache())
+        stack.enter_context(warnings.catch_warnings())
+        stack.enter_context(_tracing_context(graph, example_inputs))
+        stack.enter_context(_config.patch(options))
+        if on_cpu and not probe_cpu:
+            stack.enter_context(_trusted_vec_isa())
         warnings.simplefilter("ignore")  # the compiler's deprecation notices are not ours
         return inductor_compile(graph, list(example_inputs))
+
+
+def _library_of(compiled: Callable) -> str:
+    """The shared library behind a function :func:`compile_graph` returned on the CPU (the
+    Python extension module its generated wrapper calls)."""
+    call = getattr(compiled, "current_callable", None)
+    entry = getattr(call, "__globals__", {}).get("inductor_entry")
+    path = getattr(getattr(entry, "__self__", None), "__file__", None)
+    if not isinstance(path, str) or not os.path.exists(path):
+        raise RuntimeError("TorchInductor's library was not found")
+    return path
 
 
 @contextlib.contextmanager
@@ -238,8 +267,6 @@ def lift_constants(graph: torch.fx.GraphModule) -> list[torch.Tensor]:
     original inputs.  The compiled code then depends on the data's shapes only, not on
     their values, so the same model on new data of the same shapes reuses it."""
     placeholders = [node for node in graph.graph.nodes if node.op == "placeholder"]
-    example = placeholders[0].meta.get("val") if placeholders else None
-    fake_mode = getattr(example, "fake_mode", None)
     last = placeholders[-1] if placeholders else None
     lifted: dict[str, torch.fx.Node] = {}
     constants: list[torch.Tensor] = []
@@ -250,8 +277,6 @@ def lift_constants(graph: torch.fx.GraphModule) -> list[torch.Tensor]:
             value = getattr(graph, node.target)
             with graph.graph.inserting_after(last):
                 last = lifted[node.target] = graph.graph.placeholder(f"constant_{len(constants)}")
-            if fake_mode is not None:
-                last.meta["val"] = fake_mode.from_tensor(value)
             constants.append(value)
         node.replace_all_uses_with(lifted[node.target])
         graph.graph.erase_node(node)
@@ -262,129 +287,166 @@ def lift_constants(graph: torch.fx.GraphModule) -> list[torch.Tensor]:
     return constants
 
 
-AOT_SCHEME = "ppltk-aot-1"
-"""Version of how :func:`aot_compile_cached` builds its libraries (part of their key)."""
+LIBRARY_SCHEME = "ppltk-lib-2"
+"""Version of how :func:`compile_cached` builds its libraries (part of their key)."""
+
+_ENTRY = "inductor_entry_cpp"  # the entry point of TorchInductor's C++ wrapper
 
 
-def aot_compile_cached(
+def compile_cached(
     graph: torch.fx.GraphModule, example_inputs: list[torch.Tensor]
 ) -> Callable[..., list[torch.Tensor]]:
-    """Compile a captured CPU graph (no tensor constants: see :func:`lift_constants`) ahead
-    of time with AOTInductor into a shared library kept in
-    ``inductor_cache_dir()/ppltk-aot``, keyed by the graph's code, its inputs' shapes,
-    dtypes and strides, torch's version and the CPU's instruction sets.  A later run that
-    builds the same graph loads the library in about a millisecond, without importing
-    TorchInductor (about 2 s saved per process), and a call costs a few microseconds of
-    overhead.  Returns ``run(*inputs) -> list of outputs``."""
-    import hashlib
+    """Compile a captured CPU graph (no tensor constants: see :func:`lift_constants`) with
+    TorchInductor's C++ wrapper into one shared library, kept in
+    ``inductor_cache_dir()/ppltk-lib`` under a key made of the graph's code, its inputs'
+    shapes, dtypes and strides, torch's version and the CPU's instruction sets.  A later run
+    that builds the same graph loads the library in under a millisecond, without importing
+    TorchInductor or TorchDynamo (about 2 s of imports), and a call costs a few
+    microseconds of overhead.  Returns ``run(*inputs) -> list of outputs``."""
     import shutil
     import tempfile
 
     facts = [
-        AOT_SCHEME,
+        LIBRARY_SCHEME,
         graph.code,
         [(tuple(t.shape), str(t.dtype), t.stride(), str(t.device)) for t in example_inputs],
         torch.__version__,
         _vec_isa_key(),
     ]
-    key = hashlib.sha256(repr(facts).encode()).hexdigest()[:40]
-    folder = os.path.join(inductor_cache_dir(), "ppltk-aot")
-    path = os.path.join(folder, f"{key}.so")
+    key = "ppltk_" + hashlib.sha256(repr(facts).encode()).hexdigest()[:40]
+    path = _library_path(key)
     if not os.path.exists(path):
-        from torch._inductor import aot_compile
-        from torch._inductor import config as _config
+        built = _library_of(compile_graph(graph, example_inputs, check_layouts=False))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with tempfile.NamedTemporaryFile(
+            dir=os.path.dirname(path), suffix=".tmp", delete=False
+        ) as file:
+            temporary = file.name
+        shutil.copyfile(built, temporary)
+        os.replace(temporary, path)  # atomically: a concurrent run sees all of it or nothing
+    run = _load_library(key)
+    run.library = key  # type: ignore[attr-defined]
+    return run
 
-        with _inductor_cache(), warnings.catch_warnings(), _config.patch(_known_vec_isa()):
-            warnings.simplefilter("ignore")
-            built = aot_compile(graph, tuple(example_inputs))
-        os.makedirs(folder, exist_ok=True)
-        # the library, and the description of the operations it calls back into PyTorch
-        # for (e.g. a Cholesky factorisation) that the runner reads from ``<name>.json``;
-        # the library last, atomically: a concurrent run sees all of it or nothing
-        for source, target in ((built[:-3] + ".json", path[:-3] + ".json"), (built, path)):
-            if os.path.exists(source):
-                with tempfile.NamedTemporaryFile(dir=folder, suffix=".tmp", delete=False) as file:
-                    temporary = file.name
-                shutil.copyfile(source, temporary)
-                os.replace(temporary, target)
-    runner = torch._C._aoti.AOTIModelContainerRunnerCpu(path, 1)
+
+def _library_path(key: str, suffix: str = ".so") -> str:
+    return os.path.join(inductor_cache_dir(), "ppltk-lib", key + suffix)
+
+
+def _load_library(key: str) -> Callable[..., list[torch.Tensor]]:
+    """``run(*inputs) -> list of outputs`` calling the library ``key`` of
+    :func:`compile_cached`."""
+    import sys
+
+    name = f"{key}.{_ENTRY}"
+    module = sys.modules.get(name)
+    if module is None:
+        module = _import_extension(_library_path(key), name)
+    entry = getattr(module, _ENTRY)
+    to_handles = torch._C._aoti.unsafe_alloc_void_ptrs_from_tensors
+    from_handles = torch._C._aoti.alloc_tensors_by_stealing_from_void_ptrs
 
     def run(*inputs: torch.Tensor) -> list[torch.Tensor]:
-        return runner.run(list(inputs))
+        return from_handles(entry(to_handles(list(inputs))))
 
     return run
 
 
-_VEC_ISA_FILE = "ppltk_vec_isa.json"
+def _import_extension(path: str, name: str):
+    """Import the Python extension module at ``path`` as ``name`` (what TorchInductor's
+    loader does, without importing it)."""
+    import importlib.util
+    import sys
+
+    # the address the generated bindings read tensors' data through
+    os.environ["_TORCHINDUCTOR_PYOBJECT_TENSOR_DATA_PTR"] = str(
+        torch._C._dynamo.guards._torchinductor_pyobject_tensor_data_ptr
+    )
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load the compiled library {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sys.modules[name] = module
+    return module
 
 
 def _vec_isa_key() -> list[str] | None:
-    """This machine's vector instruction sets that TorchInductor would try (x86 only), with
-    what decides whether they build and load (torch and its compiler, the CPU's flags)."""
+    """This machine's x86 vector instruction sets as the CPU and the operating system report
+    them (what TorchInductor compiles for), with what decides whether they build (torch and
+    its compiler); ``None`` elsewhere.  Imports no TorchInductor module."""
     import platform
 
     if platform.machine() not in ("x86_64", "AMD64"):
         return None
+    cpu = torch.cpu
+    flags = {
+        "avx2": cpu._is_avx2_supported(),
+        "avx512": cpu._is_avx512_supported(),
+        "avx512_vnni": cpu._is_avx512_supported() and cpu._is_vnni_supported(),
+        "amx_tile": cpu._is_amx_tile_supported(),
+    }
+    return [torch.__version__, os.environ.get("CXX", ""), *sorted(k for k, v in flags.items() if v)]
+
+
+@contextlib.contextmanager
+def _trusted_vec_isa():
+    """Compile for the vector instruction sets the x86 CPU reports, without TorchInductor's
+    probe: it builds a test library per instruction set and extension (AVX-512, VNNI, BF16)
+    and loads each in a fresh Python process, about 8 s in every process that compiles.
+    Should the compiler not support one, the build fails and :func:`compile_validated`
+    compiles again with the probe."""
+    from torch._inductor import config as _config
     from torch._inductor import cpu_vec_isa
 
-    flags = cpu_vec_isa.x86_isa_checker()
-    candidates = [
-        str(isa)
-        for isa in cpu_vec_isa.supported_vec_isa_list
-        if all(flag in flags for flag in str(isa).split())
-    ]
-    return [torch.__version__, os.environ.get("CXX", ""), *sorted(flags), "|", *candidates]
-
-
-def _known_vec_isa() -> dict:
-    """Inductor option that skips its probe of the CPU's vector instruction sets (it builds
-    a test library and loads it in fresh Python processes: about 1 s in every process that
-    compiles) once a run on this machine found all of them working.  The first run probes
-    before compiling, so every run compiles with the same options (they are part of the
-    compile cache's key)."""
-    import json
-
-    from torch._inductor import cpu_vec_isa
-
-    key = _vec_isa_key()
-    if key is None:
-        return {}
-    path = os.path.join(inductor_cache_dir(), _VEC_ISA_FILE)
-    try:
-        with open(path) as file:
-            if json.load(file) == key:
-                return {"cpp.vec_isa_ok": True}
-    except (OSError, ValueError):
-        pass
-    candidates = key[key.index("|") + 1 :]
-    if [str(isa) for isa in cpu_vec_isa.valid_vec_isa_list()] != candidates:
-        return {}  # some instruction set fails here: TorchInductor keeps probing
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w") as file:
-            json.dump(key, file)
-    except OSError:  # a read-only cache: probe again next time
-        pass
-    return {"cpp.vec_isa_ok": True}
+    if _vec_isa_key() is None:
+        yield
+        return
+    with (
+        _config.patch({"cpp.vec_isa_ok": True}),
+        mock.patch.object(cpu_vec_isa.VecISA, "check_build", lambda self, code: True),
+    ):
+        yield
 
 
 def trace(fn: Callable, *inputs: torch.Tensor) -> torch.fx.GraphModule:
-    """``make_fx(fn)(*inputs)`` (real tensors), recording each node's metadata with one shared
-    fake-tensor mode instead of a new one per node (each costs a stack-trace capture: about
-    half a second for a graph of a thousand operations)."""
-    with _tracing_context():
-        return make_fx(fn)(*inputs)
+    """``make_fx(fn)(*inputs)`` on real tensors, without the fake-tensor metadata ``make_fx``
+    records for each node: nothing here reads it (TorchInductor traces the graph again with
+    its own fake tensors), and making it imports TorchDynamo and costs a fake-tensor
+    operation per node."""
+    from torch.fx.experimental import proxy_tensor
+
+    extract_val = proxy_tensor.extract_val
+
+    def without_real_tensors(val, include_real=False):
+        if isinstance(val, torch.Tensor) and not proxy_tensor.is_fake(val):
+            return None
+        return extract_val(val, include_real)
+
+    try:  # make_fx's own tracer, without make_fx's import of TorchInductor's configuration
+        # (which imports TorchInductor and TorchDynamo: about a second per process)
+        tracer = proxy_tensor._MakefxTracer(None, "real", False, False, False, False, True)
+        run = functools.partial(tracer.trace, fn)
+    except (AttributeError, TypeError):  # another torch: the public entry point
+        run = make_fx(fn)
+    with mock.patch.object(proxy_tensor, "extract_val", without_real_tensors):
+        return run(*inputs)
 
 
-def _tracing_context():
+def _tracing_context(graph: torch.fx.GraphModule, example_inputs: list[torch.Tensor]):
     """The context TorchDynamo would provide: TorchInductor's on-disk FX-graph cache looks
     compiled graphs up only under a tracing context with a shape environment (static shapes
-    here, so the environment stays empty)."""
+    here, so the environment stays empty).  ``graph``'s inputs get their fake values in its
+    fake-tensor mode (:func:`trace` records none), so that every input's shape is static."""
     from torch._guards import TracingContext, tracing
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.fx.experimental.symbolic_shapes import ShapeEnv
 
-    return tracing(TracingContext(FakeTensorMode(shape_env=ShapeEnv(), static_shapes=True)))
+    fake_mode = FakeTensorMode(shape_env=ShapeEnv(), static_shapes=True)
+    placeholders = [node for node in graph.graph.nodes if node.op == "placeholder"]
+    for node, example in zip(placeholders, example_inputs):
+        node.meta["val"] = fake_mode.from_tensor(example, static_shapes=True)
+    return tracing(TracingContext(fake_mode))
 
 
 def compile_validated(
@@ -392,9 +454,10 @@ def compile_validated(
     example_inputs: list[torch.Tensor],
     check: Callable[[Callable], None],
 ) -> Callable[..., tuple[torch.Tensor, ...]]:
-    """The captured ``graph`` compiled, as ``f(*inputs) -> tuple of outputs``: ahead of time
-    on the CPU (:func:`aot_compile_cached`: kept on disk, loaded without TorchInductor), else
-    -- or when that fails -- just in time (:func:`compile_graph`).  Scalar constants are
+    """The captured ``graph`` compiled, as ``f(*inputs) -> tuple of outputs``: on the CPU
+    into a library kept on disk and loaded without TorchInductor (:func:`compile_cached`),
+    else -- or when that fails -- in this process only (:func:`compile_graph`, on the CPU
+    probing the compiler's vector instruction sets).  Scalar constants are
     folded into the code and the model's data become trailing inputs (passed by the
     returned function), so the compiled code does not depend on the data's values.
     ``check(f)`` raises when ``f`` disagrees with the uncompiled graph; the first compiled
@@ -407,9 +470,9 @@ def compile_validated(
     transpose_matmul_outputs(graph)
     constants = lift_constants(graph)
     inputs = [*example_inputs, *constants]
-    builders = [compile_graph]
+    builders: list[Callable] = [compile_graph]
     if all(t.device.type == "cpu" for t in inputs):
-        builders.insert(0, aot_compile_cached)
+        builders = [compile_cached, functools.partial(compile_graph, probe_cpu=True)]
     error: Exception = RuntimeError("no compiler")
     for build in builders:
         try:
@@ -419,10 +482,100 @@ def compile_validated(
                 return tuple(run(*args, *constants))
 
             check(compiled)
+            compiled.library = getattr(run, "library", None)  # type: ignore[attr-defined]
+            compiled.constants = constants  # type: ignore[attr-defined]
             return compiled
         except Exception as caught:  # noqa: BLE001 - try the next compiler
             error = caught
     raise error
+
+
+def count_operations(fn: Callable, *inputs: torch.Tensor) -> int:
+    """How many ATen operations one evaluation of ``fn(*inputs)`` runs (about the size of its
+    captured graph, without capturing it)."""
+    from ppltk.model._fingerprint import fingerprint
+
+    return fingerprint(fn, *inputs).num_operations
+
+
+def compile_function(
+    fn: Callable[..., tuple[torch.Tensor, ...]],
+    inputs: list[torch.Tensor],
+    check: Callable[[Callable], None],
+) -> Callable[..., tuple[torch.Tensor, ...]]:
+    """``fn`` compiled for inputs shaped, typed and laid out as ``inputs``: traced
+    (:func:`trace`) and compiled (:func:`compile_validated`, ``check`` as there).  On the CPU,
+    once a library is on disk for ``fn``'s computation, a later run finds it from the
+    fingerprint of ``fn``'s operations (:func:`ppltk.model._fingerprint.fingerprint`: one
+    evaluation of ``fn``) without tracing or compiling -- and without importing TorchDynamo,
+    about a second per process."""
+    from ppltk.model._fingerprint import fingerprint
+
+    manifest = held = None
+    if all(t.device.type == "cpu" for t in inputs):
+        key, held, _ = fingerprint(fn, *inputs)
+        facts = [LIBRARY_SCHEME, key, torch.__version__, _vec_isa_key()]
+        manifest = _library_path(hashlib.sha256(repr(facts).encode()).hexdigest()[:40], ".json")
+        compiled = _load_manifest(manifest, held, check)
+        if compiled is not None:
+            return compiled
+    graph = trace(fn, *inputs)
+    graph.graph.eliminate_dead_code()
+    graph.recompile()
+    compiled = compile_validated(graph, inputs, check)
+    if manifest is not None and compiled.library is not None:
+        _write_manifest(manifest, compiled.library, compiled.constants, held)
+    return compiled
+
+
+def _write_manifest(path: str, library: str, constants: list[torch.Tensor], held) -> None:
+    """Record which library computes a fingerprint, and which of the tensors the function
+    holds are its trailing inputs; nothing when one of them cannot be told apart."""
+    import json
+
+    positions = []
+    for constant in constants:
+        same = [
+            i
+            for i, t in enumerate(held)
+            if t is constant
+            or (
+                t.shape == constant.shape
+                and t.dtype == constant.dtype
+                and t.device == constant.device
+                and torch.equal(t, constant)
+            )
+        ]
+        if not same:
+            return
+        positions.append(same[0])
+    try:
+        with open(path, "w") as file:
+            json.dump({"library": library, "inputs": positions}, file)
+    except OSError:  # a read-only cache: trace again next time
+        pass
+
+
+def _load_manifest(path: str, held, check) -> Callable | None:
+    """The library a manifest names, with the held tensors it takes, if it passes ``check``."""
+    import json
+
+    try:
+        with open(path) as file:
+            manifest = json.load(file)
+        run = _load_library(manifest["library"])
+        constants = [held[i] for i in manifest["inputs"]]
+    except (OSError, ValueError, KeyError, IndexError, ImportError):
+        return None
+
+    def compiled(*args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(run(*args, *constants))
+
+    try:
+        check(compiled)
+    except Exception:  # noqa: BLE001 - e.g. a held tensor's layout changed: trace again
+        return None
+    return compiled
 
 
 def _compiled_or_fx(graph: Callable, z: torch.Tensor, name: str, tol: float) -> Callable:

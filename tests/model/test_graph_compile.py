@@ -1,13 +1,20 @@
 """Compiled graphs (``ppltk.model.graph``): scalar constants folded, the model's data lifted to
-inputs, and the ahead-of-time library reused from disk for the same graph on new data."""
+inputs, the library reused from disk for the same graph on new data, and found again from the
+fingerprint of a function's operations without tracing it (no TorchDynamo import)."""
 
+import os
 import shutil
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
 
 from ppltk.model import graph as graph_module
+from ppltk.model._fingerprint import fingerprint
 from ppltk.model.graph import (
+    compile_function,
     compile_validated,
     inline_scalar_constants,
     lift_constants,
@@ -49,7 +56,7 @@ def test_constants_are_folded_or_lifted_and_the_graph_computes_the_same():
 
 
 @needs_compiler
-def test_ahead_of_time_library_is_reused_for_new_data(tmp_path, monkeypatch):
+def test_compiled_library_is_reused_for_new_data(tmp_path, monkeypatch):
     """The same model on data of the same shape reuses the library on disk: no second
     compilation, one library, and the values follow the new data."""
     monkeypatch.setenv("PPLTK_CACHE_DIR", str(tmp_path))
@@ -64,13 +71,13 @@ def test_ahead_of_time_library_is_reused_for_new_data(tmp_path, monkeypatch):
             def refuse(*args, **kwargs):
                 raise AssertionError("compiled again")
 
-            monkeypatch.setattr("torch._inductor.aot_compile", refuse)
+            monkeypatch.setattr("torch._inductor.compile", refuse)
             monkeypatch.setattr(graph_module, "compile_graph", refuse)
         checked = []
         compiled = compile_validated(trace(fn, z), [z], checked.append)
         assert checked  # the caller's check ran on the compiled function
         results.append((compiled(z), fn(z)))
-    libraries = list((tmp_path / "inductor" / "ppltk-aot").glob("*.so"))
+    libraries = list((tmp_path / "inductor" / "ppltk-lib").glob("*.so"))
     assert len(libraries) == 1
     for got, expected in results:
         assert relative_difference(got, expected) < 1e-12
@@ -96,3 +103,87 @@ def test_transposed_matrix_products_are_rewritten_and_compute_the_same():
     ShapeProp(graph).propagate(w)
     products = [n for n in graph.graph.nodes if n.target is torch.ops.aten.mm.default]
     assert [tuple(n.meta["tensor_meta"].shape) for n in products] == [(4, 50)]
+
+
+def test_fingerprint_depends_on_operations_and_scalars_not_on_data_values():
+    """Same operations on data of the same shape: same key, and the data are what the function
+    holds; another operation, another data shape or another scalar constant: another key."""
+    z = torch.randn(4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    data = torch.linspace(-1.0, 1.0, 3, dtype=torch.float64)
+    base = fingerprint(_density(data), z)
+    assert fingerprint(_density(data + 7.0), z).key == base.key
+    assert any(t is data for t in base.held)
+    assert base.num_operations > 5
+    assert fingerprint(_density(torch.zeros(4, 3, dtype=torch.float64)), z).key != base.key
+
+    def other_scalar(z):
+        return (-0.5 * ((z - data) / 3.0) ** 2).sum(-1), z
+
+    def other_operation(z):
+        return (-0.5 * ((z - data) / 2.0).abs()).sum(-1), z
+
+    def same_as_other_scalar(z):
+        return (-0.5 * ((z - data) / 3.0) ** 2).sum(-1), z
+
+    keys = {fingerprint(f, z).key for f in (other_scalar, other_operation)}
+    assert len(keys | {base.key}) == 3
+    assert fingerprint(same_as_other_scalar, z).key == fingerprint(other_scalar, z).key
+
+
+@needs_compiler
+def test_compiled_function_is_found_again_without_tracing(tmp_path, monkeypatch):
+    """A second compilation of the same computation on new data values finds the library
+    from the fingerprint: neither the tracer nor a compiler runs, and the values follow the
+    new data."""
+    monkeypatch.setenv("PPLTK_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(graph_module, "_USER_INDUCTOR_CACHE", None)
+    z = torch.randn(4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    for k, data in enumerate((torch.zeros(3), torch.arange(3.0))):
+        fn = _density(data.to(torch.float64))
+        if k == 1:
+
+            def refuse(*args, **kwargs):
+                raise AssertionError("traced or compiled again")
+
+            for name in ("trace", "compile_validated", "compile_graph"):
+                monkeypatch.setattr(graph_module, name, refuse)
+        checked = []
+        compiled = compile_function(fn, [z], checked.append)
+        assert checked
+        assert relative_difference(compiled(z), fn(z)) < 1e-12
+    assert len(list((tmp_path / "inductor" / "ppltk-lib").glob("*.json"))) == 1
+
+
+@needs_compiler
+def test_second_run_of_a_model_imports_neither_tracer_nor_compiler(tmp_path):
+    """``sample`` with a compiled NUTS: the second process finds its library without
+    importing TorchDynamo or TorchInductor (about a second), and draws the same values."""
+    script = textwrap.dedent(
+        """
+        import sys, torch, pyro, pyro.distributions as dist
+        torch.set_num_threads(1)
+        from ppltk.mcmc import sample
+
+        def model(y):
+            mu = pyro.sample("mu", dist.Normal(0.0, 5.0))
+            with pyro.plate("n", y.shape[0]):
+                pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+        y = torch.linspace(-1.0, 2.0, 10, dtype=torch.float64)
+        res = sample(model, y, num_chains=2, num_warmup=50, num_samples=50, seed=0,
+                     progress=False, backend="inductor")
+        print(float(res.draws["mu"].sum()), "torch._dynamo" in sys.modules,
+              "torch._inductor" in sys.modules)
+        """
+    )
+    env = {**os.environ, "PPLTK_CACHE_DIR": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    env.pop("TORCHINDUCTOR_CACHE_DIR", None)
+    outs = [
+        subprocess.run(
+            [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+        ).stdout.split()
+        for _ in range(2)
+    ]
+    assert outs[0][1:] == ["True", "True"]  # the first run compiled
+    assert outs[1][1:] == ["False", "False"]
+    assert outs[1][0] == outs[0][0]
