@@ -89,7 +89,7 @@ class FusedStep:
         if not self.compile:
             return eager
         fn = getattr(ld, "fn", ld)
-        # compiled code assumes the layouts it was built for (the ahead-of-time library does
+        # compiled code assumes the layouts it was built for (the library kept on disk does
         # not check them): a non-contiguous input gets its own entry
         key = (id(fn), tensors[0].device, *((t.shape, t.dtype, t.stride()) for t in tensors))
         entry = self._compiled.get(key, False)

@@ -90,9 +90,9 @@ class NUTS(HamiltonianKernel):
         log-density and its gradient, the energy, the multinomial draw, the U-turn checks and
         the merge of a finished subtree -- into one TorchInductor function
         (:class:`~ppltk.mcmc.fused.FusedStep`; needs a C++ compiler, or Triton on CUDA).
-        It costs 15-25 s once per model and input shape on a machine (on the CPU a library
+        It costs 8-12 s once per model and input shape on a machine (on the CPU a library
         kept on disk that later runs load in milliseconds, see
-        :func:`ppltk.model.graph.aot_compile_cached`) and makes a step 5-30 times faster on
+        :func:`ppltk.model.graph.compile_function`) and makes a step 5-30 times faster on
         small and medium models; :func:`ppltk.mcmc.sample` turns it on with
         ``backend="inductor"`` (the default for runs long enough to repay it).
 

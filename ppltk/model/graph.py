@@ -174,14 +174,20 @@ def compile_graph(
         return inductor_compile(graph, list(example_inputs))
 
 
-def _library_of(compiled: Callable) -> str:
+def _library_of(compiled: Callable, example_inputs: list[torch.Tensor]) -> str:
     """The shared library behind a function :func:`compile_graph` returned on the CPU (the
-    Python extension module its generated wrapper calls)."""
+    Python extension module its generated wrapper calls), once checked to take exactly
+    ``example_inputs`` (TorchInductor passes tensors registered on the graph as extra leading
+    inputs, which a caller of the library alone would not: it would read past its inputs)."""
     call = getattr(compiled, "current_callable", None)
-    entry = getattr(call, "__globals__", {}).get("inductor_entry")
+    names = getattr(call, "__globals__", {})
+    entry, get_args = names.get("inductor_entry"), names.get("get_args")
     path = getattr(getattr(entry, "__self__", None), "__file__", None)
-    if not isinstance(path, str) or not os.path.exists(path):
+    if not isinstance(path, str) or not os.path.exists(path) or get_args is None:
         raise RuntimeError("TorchInductor's library was not found")
+    expected = [(tuple(t.shape), t.dtype) for t in get_args()]
+    if expected != [(tuple(t.shape), t.dtype) for t in example_inputs]:
+        raise RuntimeError("TorchInductor's library takes other inputs than the graph")
     return path
 
 
@@ -223,13 +229,22 @@ def inline_scalar_constants(graph: torch.fx.GraphModule) -> int:
         graph.graph.erase_node(node)
         inlined += 1
     if inlined:
-        used = {node.target for node in graph.graph.nodes if node.op == "get_attr"}
-        for name, _ in list(graph.named_buffers()):
-            if name not in used and "." not in name:
-                delattr(graph, name)  # else it would still be passed in at every call
+        _drop_unused_tensors(graph)
         graph.graph.lint()
         graph.recompile()
     return inlined
+
+
+def _drop_unused_tensors(graph: torch.fx.GraphModule) -> None:
+    """Delete the tensors registered on ``graph`` that no node reads (left by inlining or
+    dead-code elimination): TorchInductor would pass each one to the compiled code as a
+    leading input, which a caller of the library on its own does not know of."""
+    used = {node.target for node in graph.graph.nodes if node.op == "get_attr"}
+    named = [*graph.named_buffers(), *graph.named_parameters()]
+    for name in {name for name, _ in named} - used:
+        *path, leaf = name.split(".")
+        owner = graph.get_submodule(".".join(path)) if path else graph
+        delattr(owner, leaf)
 
 
 def transpose_matmul_outputs(graph: torch.fx.GraphModule) -> int:
@@ -282,6 +297,7 @@ def lift_constants(graph: torch.fx.GraphModule) -> list[torch.Tensor]:
         graph.graph.erase_node(node)
     for name in lifted:
         delattr(graph, name)
+    _drop_unused_tensors(graph)
     graph.graph.lint()
     graph.recompile()
     return constants
@@ -316,7 +332,9 @@ def compile_cached(
     key = "ppltk_" + hashlib.sha256(repr(facts).encode()).hexdigest()[:40]
     path = _library_path(key)
     if not os.path.exists(path):
-        built = _library_of(compile_graph(graph, example_inputs, check_layouts=False))
+        built = _library_of(
+            compile_graph(graph, example_inputs, check_layouts=False), example_inputs
+        )
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with tempfile.NamedTemporaryFile(
             dir=os.path.dirname(path), suffix=".tmp", delete=False

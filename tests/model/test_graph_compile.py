@@ -2,6 +2,7 @@
 inputs, the library reused from disk for the same graph on new data, and found again from the
 fingerprint of a function's operations without tracing it (no TorchDynamo import)."""
 
+import copy
 import os
 import shutil
 import subprocess
@@ -187,3 +188,28 @@ def test_second_run_of_a_model_imports_neither_tracer_nor_compiler(tmp_path):
     assert outs[0][1:] == ["True", "True"]  # the first run compiled
     assert outs[1][1:] == ["False", "False"]
     assert outs[1][0] == outs[0][0]
+
+
+@needs_compiler
+def test_tensors_left_on_the_graph_do_not_become_hidden_inputs(tmp_path, monkeypatch):
+    """Tensors registered on a traced graph that no operation reads (a Pyro model left a
+    ``[0]`` and a ``[]`` float32 constant on one posteriordb model's step) are dropped before
+    compiling: TorchInductor would pass each as an extra leading input that a caller of the
+    library does not know of (that model crashed reading past its inputs)."""
+    monkeypatch.setenv("PPLTK_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(graph_module, "_USER_INDUCTOR_CACHE", None)
+    data = torch.linspace(-1.0, 1.0, 3, dtype=torch.float64)
+
+    def fn(z):
+        return ((z - data) ** 2).sum(-1), z * 3.0
+
+    z = torch.randn(4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    graph = trace(fn, z)
+    graph.register_buffer("stale_empty", torch.zeros(0))
+    graph.register_buffer("stale_scalar", torch.tensor(0.5))
+    lifted = copy.deepcopy(graph)
+    assert [tuple(t.shape) for t in lift_constants(lifted)] == [(3,)]
+    assert list(lifted.buffers()) == [] and list(lifted.parameters()) == []
+    compiled = compile_validated(graph, [z], lambda f: None)
+    assert compiled.library is not None  # the library, not the in-process fallback
+    assert relative_difference(compiled(z), fn(z)) < 1e-12
