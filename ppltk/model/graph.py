@@ -430,8 +430,9 @@ def _trusted_vec_isa():
 def trace(fn: Callable, *inputs: torch.Tensor) -> torch.fx.GraphModule:
     """``make_fx(fn)(*inputs)`` on real tensors, without the fake-tensor metadata ``make_fx``
     records for each node: nothing here reads it (TorchInductor traces the graph again with
-    its own fake tensors), and making it imports TorchDynamo and costs a fake-tensor
-    operation per node."""
+    its own fake tensors, :func:`_tracing_context`), and making it costs a fake-tensor
+    operation per node.  ``make_fx`` imports TorchDynamo (about a second): a run that finds
+    its compiled library on disk does not trace (:func:`compile_function`)."""
     from torch.fx.experimental import proxy_tensor
 
     extract_val = proxy_tensor.extract_val
@@ -441,14 +442,8 @@ def trace(fn: Callable, *inputs: torch.Tensor) -> torch.fx.GraphModule:
             return None
         return extract_val(val, include_real)
 
-    try:  # make_fx's own tracer, without make_fx's import of TorchInductor's configuration
-        # (which imports TorchInductor and TorchDynamo: about a second per process)
-        tracer = proxy_tensor._MakefxTracer(None, "real", False, False, False, False, True)
-        run = functools.partial(tracer.trace, fn)
-    except (AttributeError, TypeError):  # another torch: the public entry point
-        run = make_fx(fn)
     with mock.patch.object(proxy_tensor, "extract_val", without_real_tensors):
-        return run(*inputs)
+        return make_fx(fn)(*inputs)
 
 
 def _tracing_context(graph: torch.fx.GraphModule, example_inputs: list[torch.Tensor]):
@@ -559,6 +554,7 @@ def _write_manifest(path: str, library: str, constants: list[torch.Tensor], held
             if t is constant
             or (
                 t.shape == constant.shape
+                and t.stride() == constant.stride()  # the library reads it in this layout
                 and t.dtype == constant.dtype
                 and t.device == constant.device
                 and torch.equal(t, constant)
