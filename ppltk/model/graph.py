@@ -310,15 +310,18 @@ _ENTRY = "inductor_entry_cpp"  # the entry point of TorchInductor's C++ wrapper
 
 
 def compile_cached(
-    graph: torch.fx.GraphModule, example_inputs: list[torch.Tensor]
-) -> Callable[..., list[torch.Tensor]]:
+    graph: torch.fx.GraphModule,
+    example_inputs: list[torch.Tensor],
+    trailing: list[torch.Tensor] | tuple = (),
+) -> Callable[..., tuple[torch.Tensor, ...]]:
     """Compile a captured CPU graph (no tensor constants: see :func:`lift_constants`) with
     TorchInductor's C++ wrapper into one shared library, kept in
     ``inductor_cache_dir()/ppltk-lib`` under a key made of the graph's code, its inputs'
     shapes, dtypes and strides, torch's version and the CPU's instruction sets.  A later run
     that builds the same graph loads the library in under a millisecond, without importing
     TorchInductor or TorchDynamo (about 2 s of imports), and a call costs a few
-    microseconds of overhead.  Returns ``run(*inputs) -> list of outputs``."""
+    microseconds of overhead.  Returns ``run(*inputs) -> tuple of outputs``, ``inputs``
+    being ``example_inputs`` less their last ``len(trailing)``, which ``run`` passes itself."""
     import shutil
     import tempfile
 
@@ -342,18 +345,17 @@ def compile_cached(
             temporary = file.name
         shutil.copyfile(built, temporary)
         os.replace(temporary, path)  # atomically: a concurrent run sees all of it or nothing
-    run = _load_library(key)
-    run.library = key  # type: ignore[attr-defined]
-    return run
+    return _load_library(key, trailing)
 
 
 def _library_path(key: str, suffix: str = ".so") -> str:
     return os.path.join(inductor_cache_dir(), "ppltk-lib", key + suffix)
 
 
-def _load_library(key: str) -> Callable[..., list[torch.Tensor]]:
-    """``run(*inputs) -> list of outputs`` calling the library ``key`` of
-    :func:`compile_cached`."""
+def _load_library(key: str, trailing: list[torch.Tensor] | tuple = ()) -> Callable:
+    """``run(*inputs) -> tuple of outputs`` calling the library ``key`` of
+    :func:`compile_cached`, with ``trailing`` passed after ``inputs`` (one Python call per
+    evaluation: this is the innermost loop of a compiled NUTS transition)."""
     import sys
 
     name = f"{key}.{_ENTRY}"
@@ -363,10 +365,12 @@ def _load_library(key: str) -> Callable[..., list[torch.Tensor]]:
     entry = getattr(module, _ENTRY)
     to_handles = torch._C._aoti.unsafe_alloc_void_ptrs_from_tensors
     from_handles = torch._C._aoti.alloc_tensors_by_stealing_from_void_ptrs
+    trailing = list(trailing)
 
-    def run(*inputs: torch.Tensor) -> list[torch.Tensor]:
-        return from_handles(entry(to_handles(list(inputs))))
+    def run(*inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(from_handles(entry(to_handles([*inputs, *trailing]))))
 
+    run.library = key  # type: ignore[attr-defined]
     return run
 
 
@@ -483,19 +487,24 @@ def compile_validated(
     transpose_matmul_outputs(graph)
     constants = lift_constants(graph)
     inputs = [*example_inputs, *constants]
-    builders: list[Callable] = [compile_graph]
+
+    def in_process(graph, inputs, trailing, probe_cpu=False):
+        run = compile_graph(graph, inputs, probe_cpu=probe_cpu)
+
+        def compiled(*args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            return tuple(run(*args, *trailing))
+
+        compiled.library = None  # type: ignore[attr-defined]
+        return compiled
+
+    builders: list[Callable] = [in_process]
     if all(t.device.type == "cpu" for t in inputs):
-        builders = [compile_cached, functools.partial(compile_graph, probe_cpu=True)]
+        builders = [compile_cached, functools.partial(in_process, probe_cpu=True)]
     error: Exception = RuntimeError("no compiler")
     for build in builders:
         try:
-            run = build(copy.deepcopy(graph), inputs)
-
-            def compiled(*args: torch.Tensor, run=run) -> tuple[torch.Tensor, ...]:
-                return tuple(run(*args, *constants))
-
+            compiled = build(copy.deepcopy(graph), inputs, constants)
             check(compiled)
-            compiled.library = getattr(run, "library", None)  # type: ignore[attr-defined]
             compiled.constants = constants  # type: ignore[attr-defined]
             return compiled
         except Exception as caught:  # noqa: BLE001 - try the next compiler
@@ -577,14 +586,9 @@ def _load_manifest(path: str, held, check) -> Callable | None:
     try:
         with open(path) as file:
             manifest = json.load(file)
-        run = _load_library(manifest["library"])
-        constants = [held[i] for i in manifest["inputs"]]
+        compiled = _load_library(manifest["library"], [held[i] for i in manifest["inputs"]])
     except (OSError, ValueError, KeyError, IndexError, ImportError):
         return None
-
-    def compiled(*args: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return tuple(run(*args, *constants))
-
     try:
         check(compiled)
     except Exception:  # noqa: BLE001 - e.g. a held tensor's layout changed: trace again
