@@ -57,6 +57,10 @@ class FusedStep:
         Compile with TorchInductor; ``False`` runs ``step`` as it is.
     num_checked
         Number of leading outputs compared between compiled and uncompiled code.
+    feedback
+        Number of leading outputs the caller feeds back as the leading inputs of the next
+        call (a loop's state): the compiled code must return them in the layouts it reads
+        them in, as it does not check its inputs' layouts.
     name
         Used in the fallback warning.
 
@@ -69,8 +73,11 @@ class FusedStep:
     caller counts them.  ``fused(ld, *tensors)`` binds and calls once.
     """
 
-    def __init__(self, step: Callable, compile: bool, num_checked: int, name: str) -> None:
+    def __init__(
+        self, step: Callable, compile: bool, num_checked: int, name: str, feedback: int = 0
+    ) -> None:
         self.step, self.compile, self.num_checked, self.name = step, compile, num_checked, name
+        self.feedback = feedback
         self._compiled: dict[tuple, tuple[Callable, Callable] | None] = {}
 
     def __getstate__(self) -> dict:  # compiled code does not pickle: rebuilt where used
@@ -150,8 +157,13 @@ class FusedStep:
                 eager = step(*point)
             except EVALUATION_ERRORS:  # the model fails at the probe: check at z only
                 continue
-            n = self.num_checked
-            diff = relative_difference(tuple(compiled(*point))[:n], tuple(eager)[:n])
+            n, k = self.num_checked, self.feedback
+            got = tuple(compiled(*point))
+            if [(o.shape, o.stride()) for o in got[:k]] != [
+                (t.shape, t.stride()) for t in point[:k]
+            ]:
+                raise RuntimeError("the compiled step returns its state in another layout")
+            diff = relative_difference(got[:n], tuple(eager)[:n])
             if not diff <= tol:
                 raise RuntimeError(
                     f"the compiled step differs from the uncompiled one by {diff:.2g} "

@@ -124,7 +124,7 @@ class NUTS(HamiltonianKernel):
         self.max_tree_depth = max_tree_depth
         self.max_delta_energy = float(max_delta_energy)
         self.compile = bool(compile)
-        self._leaf = FusedStep(flat.flat_leaf, self.compile, num_checked=3, name="NUTS")
+        self._leaf = FusedStep(flat.flat_leaf, self.compile, num_checked=3, name="NUTS", feedback=3)
         self._fused_tree = self.compile  # tests run the fused tree uncompiled too
         self._schedule_cache: dict[tuple, list[list[torch.Tensor]]] = {}
 

@@ -266,3 +266,30 @@ def test_compiled_nuts_on_cuda_is_exact():
     assert out.positions.device.type == "cuda"
     out.positions = out.positions.cpu()
     _check_gaussian(out, scales.cpu())
+
+
+def test_compiled_state_in_another_layout_is_refused():
+    """The compiled code reads its inputs in the layouts it was built for, unchecked: a step
+    whose fed-back state comes back in another layout (here transposed) is refused when
+    validated, while the same values in the same layout pass."""
+
+    def density(z):
+        return -0.5 * (z**2).sum(-1), -z
+
+    def step(ld, z, p):
+        return z + p, p
+
+    z = torch.randn(3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    p = torch.ones(3, 3, dtype=torch.float64)
+    fused = FusedStep(step, compile=False, num_checked=2, name="test", feedback=1)
+
+    def same_layout(z, p):
+        return step(density, z, p)
+
+    def transposed_layout(z, p):
+        out, p = step(density, z, p)
+        return out.T.contiguous().T, p
+
+    fused._validate(lambda *a: step(density, *a), same_layout, (z, p))
+    with pytest.raises(RuntimeError, match="layout"):
+        fused._validate(lambda *a: step(density, *a), transposed_layout, (z, p))
