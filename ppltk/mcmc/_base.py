@@ -168,6 +168,13 @@ class Kernel:
         model's graph alone."""
         return None
 
+    def compiles(
+        self, logdensity_and_grad: LogDensityFn, position: torch.Tensor, dense: bool = False
+    ) -> bool:
+        """Whether the steps of a kernel from :meth:`with_compile` compile for
+        ``logdensity_and_grad`` at chains shaped as ``position`` (default: ``False``)."""
+        return False
+
     def tune_step_size(self, state, logdensity_and_grad, params, generator):
         """Return ``params`` with a reasonable initial step size (default: unchanged)."""
         return params

@@ -173,9 +173,12 @@ def sample(
         size = count_operations(bridge.log_density_and_grad, init)
         if backend == "auto" and size > AUTO_COMPILE_MAX_NODES:
             resolved = "fx"  # compiling would take longer than it saves
-            bridge.set_backend("fx")
-        else:
+        elif compiled_kernel.compiles(bridge.log_density_and_grad, init, dense_mass):
             kernel = compiled_kernel
+        else:  # it warned: the uncompiled kernel on the replayed graph is the faster fallback
+            resolved = "fx"
+        if resolved == "fx":
+            bridge.set_backend("fx")
     elif compiling:
         size = bridge.graph_size(init)
         if size is None:  # the model could not be captured: eager evaluation

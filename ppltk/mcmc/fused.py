@@ -116,6 +116,15 @@ class FusedStep:
 
         return call
 
+    def compiles(self, ld, *tensors: torch.Tensor) -> bool:
+        """Whether the step compiles for ``ld`` and inputs shaped as ``tensors`` (built, or
+        loaded from disk, now if need be)."""
+        if not self.compile:
+            return False
+        self.bind(ld, *tensors)
+        fn = getattr(ld, "fn", ld)
+        return any(key[0] == id(fn) and entry is not None for key, entry in self._compiled.items())
+
     def _build(self, fn, tensors) -> tuple[Callable, Callable] | None:
         """Capture, compile and validate the step for ``fn``; ``None`` (with a warning) when
         that fails.  On the CPU the step is compiled into a library kept on disk and found

@@ -45,7 +45,7 @@ import torch
 
 from ppltk.errors import ArgumentError
 from ppltk.mcmc import _nuts_flat as flat
-from ppltk.mcmc._base import LogDensityFn, MCMCState, Params
+from ppltk.mcmc._base import LogDensityFn, MCMCState, Params, default_params
 from ppltk.mcmc._nuts_flat import no_u_turn
 from ppltk.mcmc.fused import FusedStep
 from ppltk.mcmc.hmc import HamiltonianKernel
@@ -214,6 +214,25 @@ class NUTS(HamiltonianKernel):
             "energy": -h0[0],
         }
         return MCMCState(vecs[flat.PZ], scal[flat.PLP], vecs[flat.PG]), info
+
+    def compiles(
+        self, logdensity_and_grad: LogDensityFn, position: torch.Tensor, dense: bool = False
+    ) -> bool:
+        """Whether this kernel's compiled leaf builds for ``logdensity_and_grad`` at chains
+        shaped as ``position [C, D]`` (building it now, or loading it from disk); draws from
+        no run's generator.  ``False`` without ``compile=True``."""
+        if not self._fused_tree:
+            return False
+        lp, grad = logdensity_and_grad(position)
+        state, params = MCMCState(position, lp, grad), default_params(position, dense)
+        generator = torch.Generator(device=position.device).manual_seed(0)
+        drawn = self._start(state, params, generator)
+        vecs, ck, scal, per_depth, h0 = flat.pack(position, lp, grad, *drawn, self.max_tree_depth)
+        row = self._schedule(position.device, position.dtype)[0][0]
+        minv = params.inverse_mass.contiguous()
+        return self._leaf.compiles(
+            logdensity_and_grad, vecs, ck, scal, minv, per_depth[0], h0, row, lp.new_empty(lp.shape)
+        )
 
     def _schedule(self, device, dtype) -> list[list[torch.Tensor]]:
         """Rows of :func:`~ppltk.mcmc._nuts_flat.schedule_row` for every ``[depth][leaf]``."""

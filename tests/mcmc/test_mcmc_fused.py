@@ -7,6 +7,7 @@ import pickle
 import shutil
 import warnings
 
+import numpy as np
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -293,3 +294,36 @@ def test_compiled_state_in_another_layout_is_refused():
     fused._validate(lambda *a: step(density, *a), same_layout, (z, p))
     with pytest.raises(RuntimeError, match="layout"):
         fused._validate(lambda *a: step(density, *a), transposed_layout, (z, p))
+
+
+@needs_compiler
+def test_nuts_leaf_that_cannot_compile_falls_back_to_the_replayed_graph(monkeypatch):
+    """When NUTS's leaf cannot be compiled, ``sample`` says so and runs the uncompiled kernel
+    on the replayed graph (not on the model re-run eagerly at every leaf)."""
+    import ppltk.mcmc.fused as fused_module
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("no compiler today")
+
+    monkeypatch.setattr(fused_module, "compile_function", refuse)
+    backends = []
+    set_backend = ModelBridge.set_backend
+
+    def spy(self, backend):
+        backends.append(backend)
+        return set_backend(self, backend)
+
+    monkeypatch.setattr(ModelBridge, "set_backend", spy)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = sample(
+            eight_schools_noncentered, SIGMA, Y, num_warmup=30, num_samples=30, seed=0,
+            progress=False, backend="inductor",
+        )  # fmt: skip
+    assert any(
+        issubclass(w.category, VectorisationWarning) and "could not be compiled" in str(w.message)
+        for w in caught
+    )
+    assert "compile=True" not in res.attrs["kernel"]
+    assert backends[-1] == "fx"
+    assert np.isfinite(res.draws["mu"]).all()
