@@ -43,6 +43,12 @@ def guarded_call(fn: LogDensityFn, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return lp, grad, bad
 
 
+def _identity(fn: Callable) -> tuple[int, int]:
+    """What makes two log-densities the same function: a bound method is created anew at
+    each attribute access, so its object and function are compared instead."""
+    return id(getattr(fn, "__self__", fn)), id(getattr(fn, "__func__", fn))
+
+
 class FusedStep:
     """A step ``step(density, *tensors) -> tuple of tensors`` that calls ``density(z)`` as
     :func:`guarded_call` does, compiled per log-density and input shapes when ``compile``.
@@ -98,7 +104,7 @@ class FusedStep:
         fn = getattr(ld, "fn", ld)
         # compiled code assumes the layouts it was built for (the library kept on disk does
         # not check them): a non-contiguous input gets its own entry
-        key = (id(fn), tensors[0].device, *((t.shape, t.dtype, t.stride()) for t in tensors))
+        key = (_identity(fn), tensors[0].device, *((t.shape, t.dtype, t.stride()) for t in tensors))
         entry = self._compiled.get(key, False)
         if entry is False:
             entry = self._compiled[key] = self._build(fn, tensors)
@@ -122,8 +128,8 @@ class FusedStep:
         if not self.compile:
             return False
         self.bind(ld, *tensors)
-        fn = getattr(ld, "fn", ld)
-        return any(key[0] == id(fn) and entry is not None for key, entry in self._compiled.items())
+        fn = _identity(getattr(ld, "fn", ld))
+        return any(key[0] == fn and entry is not None for key, entry in self._compiled.items())
 
     def _build(self, fn, tensors) -> tuple[Callable, Callable] | None:
         """Capture, compile and validate the step for ``fn``; ``None`` (with a warning) when
