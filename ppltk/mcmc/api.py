@@ -78,13 +78,14 @@ def sample(
     backend
         How the model is evaluated (see :class:`ppltk.model.ModelBridge`): ``"fx"`` replays its
         captured tensor graph, ``"inductor"`` compiles it with TorchInductor -- for NUTS, each
-        whole leaf of the tree, model included (:class:`~ppltk.mcmc.fused.FusedStep`) -- (15-25
-        s the first time on a machine; on the CPU a library kept on disk that later runs load
+        whole leaf of the tree, model included (:class:`~ppltk.mcmc.fused.FusedStep`) -- (8-12
+        s the first time on a machine; on the CPU a library kept on disk that later runs find
         in milliseconds, also for new data of the same shapes; then 5-30x faster per step),
         ``"eager"`` re-runs the model's Python code at every step. ``"auto"``
         (default) is ``"inductor"`` for runs of at least ``INDUCTOR_MIN_ITERATIONS`` (500)
-        iterations when a C++ compiler is present and the model's captured graph has at
-        most ``AUTO_COMPILE_MAX_NODES`` (1000) operations, else ``"fx"``.
+        iterations when a C++ compiler is present and one evaluation of the model's
+        log-density and gradient runs at most ``AUTO_COMPILE_MAX_NODES`` (1000) operations,
+        else ``"fx"``.
 
     Returns
     -------
@@ -169,24 +170,18 @@ def sample(
     init = bridge.initial_points(num_chains, gen).to(dev)
     if compiling and not capturable:
         resolved = bridge.backend
-    elif compiled_kernel is not None:
+    elif compiling:
         size = count_operations(bridge.log_density_and_grad, init)
         if backend == "auto" and size > AUTO_COMPILE_MAX_NODES:
             resolved = "fx"  # compiling would take longer than it saves
+        elif compiled_kernel is None:
+            bridge.set_backend("inductor")
         elif compiled_kernel.compiles(bridge.log_density_and_grad, init, dense_mass):
             kernel = compiled_kernel
         else:  # it warned: the uncompiled kernel on the replayed graph is the faster fallback
             resolved = "fx"
-        if resolved == "fx":
+        if resolved == "fx" and bridge.backend != "fx":
             bridge.set_backend("fx")
-    elif compiling:
-        size = bridge.graph_size(init)
-        if size is None:  # the model could not be captured: eager evaluation
-            resolved = bridge.backend
-        elif backend == "auto" and size > AUTO_COMPILE_MAX_NODES:
-            resolved = "fx"
-        else:
-            bridge.set_backend("inductor")
     backend = resolved
     fingerprint = None
     if checkpoint is not None:  # what a resumed run must share with the saved one
@@ -237,8 +232,9 @@ look at the disk, so a seed gives the same draws whether or not the library exis
 
 
 AUTO_COMPILE_MAX_NODES = 1000
-"""Largest captured model graph (operations of the log-density and its gradient) that
-``backend="auto"`` compiles: compile time grows faster than linearly with the graph (eight
+"""Most ATen operations one evaluation of the log-density and its gradient may run
+(:func:`ppltk.model.graph.count_operations`, about the size of its captured graph) for
+``backend="auto"`` to compile: compile time grows faster than linearly with the graph (eight
 schools: 172 operations, a few seconds; an enumerated HMM over 10 steps: 1838, minutes), so a
 larger model is replayed uncompiled unless ``backend="inductor"`` is asked for."""
 

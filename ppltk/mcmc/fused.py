@@ -99,18 +99,9 @@ class FusedStep:
         def eager(*args: torch.Tensor) -> tuple[torch.Tensor, ...]:
             return self.step(eager_ld, *args)
 
-        if not self.compile:
+        compiled = self._compiled_for(ld, tensors)
+        if compiled is None:
             return eager
-        fn = getattr(ld, "fn", ld)
-        # compiled code assumes the layouts it was built for (the library kept on disk does
-        # not check them): a non-contiguous input gets its own entry
-        key = (_identity(fn), tensors[0].device, *((t.shape, t.dtype, t.stride()) for t in tensors))
-        entry = self._compiled.get(key, False)
-        if entry is False:
-            entry = self._compiled[key] = self._build(fn, tensors)
-        if entry is None:
-            return eager
-        compiled = entry[1]
 
         def call(*args: torch.Tensor) -> tuple[torch.Tensor, ...]:
             try:
@@ -125,11 +116,21 @@ class FusedStep:
     def compiles(self, ld, *tensors: torch.Tensor) -> bool:
         """Whether the step compiles for ``ld`` and inputs shaped as ``tensors`` (built, or
         loaded from disk, now if need be)."""
+        return self._compiled_for(ld, tensors) is not None
+
+    def _compiled_for(self, ld, tensors) -> Callable | None:
+        """The compiled step for ``ld`` and inputs laid out as ``tensors`` (built on first
+        use); ``None`` when not compiling or when it cannot be compiled."""
         if not self.compile:
-            return False
-        self.bind(ld, *tensors)
-        fn = _identity(getattr(ld, "fn", ld))
-        return any(key[0] == fn and entry is not None for key, entry in self._compiled.items())
+            return None
+        fn = getattr(ld, "fn", ld)
+        # compiled code assumes the layouts it was built for (the library kept on disk does
+        # not check them): a non-contiguous input gets its own entry
+        key = (_identity(fn), tensors[0].device, *((t.shape, t.dtype, t.stride()) for t in tensors))
+        entry = self._compiled.get(key, False)
+        if entry is False:
+            entry = self._compiled[key] = self._build(fn, tensors)
+        return None if entry is None else entry[1]
 
     def _build(self, fn, tensors) -> tuple[Callable, Callable] | None:
         """Capture, compile and validate the step for ``fn``; ``None`` (with a warning) when

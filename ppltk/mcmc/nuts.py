@@ -182,14 +182,10 @@ class NUTS(HamiltonianKernel):
         """The compiled transition: every leaf one call of :func:`~ppltk.mcmc._nuts_flat.flat_leaf`
         on the packed tree state (progressive multinomial draw within a subtree, no leaves
         kept, one host synchronisation per leaf: is the transition over?)."""
-        z0, lp0 = state.position, state.lp
-        minv, k = params.inverse_mass.contiguous(), self.max_tree_depth
-        drawn = self._start(state, params, generator)
-        vecs, ck, scal, per_depth, h0 = flat.pack(z0, lp0, state.grad, *drawn, k)
-        rows = self._schedule(z0.device, z0.dtype)
-        leaf_u = lp0.new_empty(lp0.shape)
-        leaf = self._leaf.bind(logdensity_and_grad, vecs, ck, scal, minv, per_depth[0], h0,
-                               rows[0][0], leaf_u)  # fmt: skip
+        lp0, k = state.lp, self.max_tree_depth
+        first, per_depth, rows = self._begin(state, params, generator)
+        vecs, ck, scal, minv, _, h0, _, _ = first
+        leaf = self._leaf.bind(logdensity_and_grad, *first)
         for depth, doubling in zip(range(k), per_depth):
             uniforms = torch.rand((2**depth,) + lp0.shape, generator=generator,
                                   dtype=lp0.dtype, device=lp0.device).unbind(0)  # fmt: skip
@@ -223,16 +219,23 @@ class NUTS(HamiltonianKernel):
         no run's generator.  ``False`` without ``compile=True``."""
         if not self._fused_tree:
             return False
-        lp, grad = logdensity_and_grad(position)
-        state, params = MCMCState(position, lp, grad), default_params(position, dense)
+        state = MCMCState(position, *logdensity_and_grad(position))
         generator = torch.Generator(device=position.device).manual_seed(0)
+        first, _, _ = self._begin(state, default_params(position, dense), generator)
+        return self._leaf.compiles(logdensity_and_grad, *first)
+
+    def _begin(self, state: MCMCState, params: Params, generator: torch.Generator) -> tuple:
+        """A new transition's packed state (:func:`~ppltk.mcmc._nuts_flat.pack` of
+        :meth:`_start`'s draws) as ``(first, per_depth, rows)``: ``first`` the inputs of its
+        first leaf ``(vecs, ck, scal, minv, doubling, h0, row, uniform)`` (the uniform not
+        yet drawn), ``per_depth`` each doubling's row and ``rows`` the leaf schedule."""
+        z0, lp0 = state.position, state.lp
         drawn = self._start(state, params, generator)
-        vecs, ck, scal, per_depth, h0 = flat.pack(position, lp, grad, *drawn, self.max_tree_depth)
-        row = self._schedule(position.device, position.dtype)[0][0]
+        vecs, ck, scal, per_depth, h0 = flat.pack(z0, lp0, state.grad, *drawn, self.max_tree_depth)
+        rows = self._schedule(z0.device, z0.dtype)
         minv = params.inverse_mass.contiguous()
-        return self._leaf.compiles(
-            logdensity_and_grad, vecs, ck, scal, minv, per_depth[0], h0, row, lp.new_empty(lp.shape)
-        )
+        first = (vecs, ck, scal, minv, per_depth[0], h0, rows[0][0], lp0.new_empty(lp0.shape))
+        return first, per_depth, rows
 
     def _schedule(self, device, dtype) -> list[list[torch.Tensor]]:
         """Rows of :func:`~ppltk.mcmc._nuts_flat.schedule_row` for every ``[depth][leaf]``."""

@@ -247,20 +247,6 @@ class ModelBridge:
             self._eager_parts_and_grads, backend, "ModelBridge"
         )
 
-    def graph_size(self, z: torch.Tensor) -> int | None:
-        """Number of operations in the captured graph of :meth:`log_density_and_grad` at
-        ``z``'s batch shape (captured now if need be); ``None`` when evaluation is eager (no
-        graph, or the model could not be captured).  Compilation time grows with it."""
-        if self.backend == "eager":
-            return None
-        cache = self._graph_density_and_grad
-        key = (tuple(z.shape), z.dtype, z.device)
-        if key not in cache.graphs and not cache.failed:
-            self.log_density_and_grad(z)
-        graph = cache.graphs.get(key)
-        inner = getattr(graph, "graph", None)
-        return len(inner.nodes) if inner is not None else None
-
     # ------------------------------------------------------------------ structure
     def _first_trace(self, seed: int, tries: int = 10):
         """A prior trace of the model; a draw at which the model raises (a failed Cholesky,

@@ -555,28 +555,22 @@ def _write_manifest(path: str, library: str, constants: list[torch.Tensor], held
     holds are its trailing inputs; nothing when one of them cannot be told apart."""
     import json
 
-    positions = []
-    for constant in constants:
-        same = [
-            i
-            for i, t in enumerate(held)
-            if t is constant
-            or (
-                t.shape == constant.shape
-                and t.stride() == constant.stride()  # the library reads it in this layout
-                and t.dtype == constant.dtype
-                and t.device == constant.device
-                and torch.equal(t, constant)
-            )
-        ]
-        if not same:
-            return
-        positions.append(same[0])
+    positions = [next((i for i, t in enumerate(held) if _same(t, c)), None) for c in constants]
+    if None in positions:
+        return
     try:
         with open(path, "w") as file:
             json.dump({"library": library, "inputs": positions}, file)
     except OSError:  # a read-only cache: trace again next time
         pass
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """The same tensor, or equal values in the same layout (the library reads it so)."""
+    return a is b or (
+        (a.shape, a.stride(), a.dtype, a.device) == (b.shape, b.stride(), b.dtype, b.device)
+        and torch.equal(a, b)
+    )
 
 
 def _load_manifest(path: str, held, check) -> Callable | None:
