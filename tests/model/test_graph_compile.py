@@ -213,3 +213,33 @@ def test_tensors_left_on_the_graph_do_not_become_hidden_inputs(tmp_path, monkeyp
     compiled = compile_validated(graph, [z], lambda f: None)
     assert compiled.library is not None  # the library, not the in-process fallback
     assert relative_difference(compiled(z), fn(z)) < 1e-12
+
+
+def test_elements_touched_counts_inputs_and_every_output():
+    x = torch.ones(10, dtype=torch.float64)
+
+    def fn(x):
+        return ((x + 1.0) * 2.0).sum(), x[:3]
+
+    # inputs 10, add 10, mul 10, sum 1, slice 3
+    assert graph_module.elements_touched(trace(fn, x), [x]) == 34
+
+
+@needs_compiler
+@pytest.mark.parametrize("limit, vector_code", [(0, True), (10**9, False)])
+def test_small_graphs_compile_to_scalar_code_and_compute_the_same(
+    tmp_path, monkeypatch, limit, vector_code
+):
+    """Above ``SCALAR_CODE_MAX_ELEMENTS`` the generated C++ uses ATen's vector types, at or
+    below it plain loops; both compute what the graph does."""
+    monkeypatch.setenv("PPLTK_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(graph_module, "_USER_INDUCTOR_CACHE", None)
+    monkeypatch.setattr(graph_module, "SCALAR_CODE_MAX_ELEMENTS", limit)
+    data = torch.linspace(-1.0, 1.0, 64, dtype=torch.float64)
+    z = torch.randn(4, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    fn = _density(data)
+    compiled = compile_validated(trace(fn, z), [z], lambda f: None)
+    assert relative_difference(compiled(z), fn(z)) < 1e-12
+    sources = [p.read_text() for p in (tmp_path / "inductor").rglob("*.cpp")]
+    assert sources
+    assert any("at::vec::" in s for s in sources) == vector_code
