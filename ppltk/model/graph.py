@@ -157,13 +157,17 @@ def compile_graph(
     microsecond or two): the caller guarantees them.  A small CPU graph (at most
     :data:`SCALAR_CODE_MAX_ELEMENTS` elements made or read per call) is compiled without
     vector instructions: its loops are a few vectors long, and leaving out ATen's vector
-    templates halves the C++ compiler's time.  Compiled kernels persist in :func:`inductor_cache_dir` (set for the compilation only: the rest of the
+    templates halves the C++ compiler's time.  On the CPU all buffers of a call, outputs
+    included, are views of one allocation: a NUTS leaf of eight schools allocated 30 small
+    tensors per call, a fifth of its run time.  Compiled kernels persist in :func:`inductor_cache_dir` (set for the compilation only: the rest of the
     process keeps TorchInductor's own setting)."""
     from torch._inductor import compile as inductor_compile
     from torch._inductor import config as _config
 
     on_cpu = all(t.device.type == "cpu" for t in example_inputs)
-    options: dict = {"cpp_wrapper": True} if on_cpu else {}
+    options: dict = {}
+    if on_cpu:  # buffers carved from one allocation per call (see the docstring)
+        options.update(cpp_wrapper=True, memory_planning=True, memory_pool="combined")
     if on_cpu and elements_touched(graph, example_inputs) <= SCALAR_CODE_MAX_ELEMENTS:
         options["cpp.simdlen"] = 0
     if not check_layouts:
@@ -334,7 +338,7 @@ def lift_constants(graph: torch.fx.GraphModule) -> list[torch.Tensor]:
     return constants
 
 
-LIBRARY_SCHEME = "ppltk-lib-3"
+LIBRARY_SCHEME = "ppltk-lib-4"
 """Version of how :func:`compile_cached` builds its libraries (part of their key)."""
 
 _ENTRY = "inductor_entry_cpp"  # the entry point of TorchInductor's C++ wrapper

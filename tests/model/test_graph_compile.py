@@ -243,3 +243,23 @@ def test_small_graphs_compile_to_scalar_code_and_compute_the_same(
     sources = [p.read_text() for p in (tmp_path / "inductor").rglob("*.cpp")]
     assert sources
     assert any("at::vec::" in s for s in sources) == vector_code
+
+
+@needs_compiler
+def test_a_compiled_call_allocates_its_buffers_at_once(tmp_path, monkeypatch):
+    """All buffers of a call on the CPU -- intermediates (here the reductions) and outputs --
+    are carved from one allocation: a small NUTS leaf otherwise spends a fifth of its time
+    allocating."""
+    monkeypatch.setenv("PPLTK_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(graph_module, "_USER_INDUCTOR_CACHE", None)
+    z = torch.randn(4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+
+    def fn(z):
+        centred = z - z.mean(-1, keepdim=True)
+        scale = centred.square().sum(-1, keepdim=True).sqrt()
+        return (centred / scale).exp().sum(-1), centred * scale, scale.squeeze(-1)
+
+    compiled = compile_validated(trace(fn, z), [z], lambda f: None)
+    assert relative_difference(compiled(z), fn(z)) < 1e-12
+    (source,) = [p.read_text() for p in (tmp_path / "inductor").rglob("*.main.cpp")]
+    assert source.count("aoti_torch_empty_strided(") == 1
