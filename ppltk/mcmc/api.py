@@ -223,7 +223,7 @@ def sample(
 
 INDUCTOR_MIN_ITERATIONS = 500
 """Shortest run (warm-up plus draws) that ``backend="auto"`` compiles.  Compiling a model's
-NUTS leaf costs 8-12 s the first time on a machine and milliseconds afterwards (the library
+NUTS leaf costs 6-12 s the first time on a machine and milliseconds afterwards (the library
 is kept on disk, :func:`ppltk.model.graph.compile_function`); a compiled leaf costs 15-130 us
 against 0.5-1 ms for a replayed graph on the models of ``benchmarks/mcmc.py``, so a first
 compilation repays itself after some 20,000-50,000 leaves: a thousand or more iterations at
