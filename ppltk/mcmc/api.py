@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
 
 from ppltk._methods import get_method
+from ppltk._progress import progress_bar
 from ppltk._rng import make_generator
 from ppltk.errors import ArgumentError
 from ppltk.mcmc._base import Kernel
 from ppltk.mcmc.checkpoint import stable_hash
 from ppltk.mcmc.runner import make_kernel, sample_flat
-from ppltk.model.graph import count_operations
+from ppltk.model.graph import count_operations, on_compile
 
 __all__ = ["sample"]
 
@@ -172,14 +174,16 @@ def sample(
         resolved = bridge.backend
     elif compiling:
         size = count_operations(bridge.log_density_and_grad, init)
-        if backend == "auto" and size > AUTO_COMPILE_MAX_NODES:
-            resolved = "fx"  # compiling would take longer than it saves
-        elif compiled_kernel is None:
-            bridge.set_backend("inductor")
-        elif compiled_kernel.compiles(bridge.log_density_and_grad, init, dense_mass):
-            kernel = compiled_kernel
-        else:  # it warned: the uncompiled kernel on the replayed graph is the faster fallback
-            resolved = "fx"
+        with _compile_notice(progress):
+            if backend == "auto" and size > AUTO_COMPILE_MAX_NODES:
+                resolved = "fx"  # compiling would take longer than it saves
+            elif compiled_kernel is None:
+                bridge.set_backend("inductor")
+                bridge.log_density_and_grad(init)  # compiles now, not inside the sampling bar
+            elif compiled_kernel.compiles(bridge.log_density_and_grad, init, dense_mass):
+                kernel = compiled_kernel
+            else:  # it warned: the uncompiled kernel on the replayed graph is the faster fallback
+                resolved = "fx"
         if resolved == "fx" and bridge.backend != "fx":
             bridge.set_backend("fx")
     backend = resolved
@@ -219,6 +223,26 @@ def sample(
         attrs["seed"] = seed
     stats = {k: v for k, v in out.stats.items() if k != "energy"}
     return bridge.to_result(out.positions, stats, method=kernel.name, attrs=attrs)
+
+
+@contextlib.contextmanager
+def _compile_notice(progress: bool):
+    """While the block runs, a line saying why the run waits, shown once something compiles
+    (seconds on a model's first run on a machine) and gone when the block ends."""
+    bars = []
+
+    def show() -> None:
+        if not bars:
+            desc = "compiling the model (its first run on this machine; later runs load it)"
+            bars.append(progress_bar(None, desc, progress, bar_format="{desc} [{elapsed}]"))
+            bars[0].refresh()
+
+    try:
+        with on_compile(show):
+            yield
+    finally:
+        for bar in bars:
+            bar.close()
 
 
 INDUCTOR_MIN_ITERATIONS = 500

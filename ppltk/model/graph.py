@@ -15,6 +15,7 @@ eager evaluation with a :class:`~ppltk.errors.VectorisationWarning`.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import hashlib
 import math
@@ -139,6 +140,29 @@ def inductor_cache_dir() -> str:
         "ppltk",
     )
     return os.path.join(root, "inductor")
+
+
+_ON_COMPILE: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
+    "ppltk_on_compile", default=None
+)
+
+
+@contextlib.contextmanager
+def on_compile(callback: Callable[[], None]):
+    """Within the block, call ``callback()`` whenever something is about to be traced and
+    compiled (seconds) rather than found on disk (milliseconds): e.g. to tell a user why the
+    first run of a model waits."""
+    token = _ON_COMPILE.set(callback)
+    try:
+        yield
+    finally:
+        _ON_COMPILE.reset(token)
+
+
+def _announce_compilation() -> None:
+    callback = _ON_COMPILE.get()
+    if callback is not None:
+        callback()
 
 
 def compile_graph(
@@ -517,6 +541,7 @@ def compile_validated(
     is left as it was."""
     import copy
 
+    _announce_compilation()
     graph = copy.deepcopy(graph)
     inline_scalar_constants(graph)
     transpose_matmul_outputs(graph)
@@ -576,6 +601,7 @@ def compile_function(
         compiled = _load_manifest(manifest, held, check)
         if compiled is not None:
             return compiled
+    _announce_compilation()
     graph = trace(fn, *inputs)
     graph.graph.eliminate_dead_code()
     graph.recompile()

@@ -243,6 +243,28 @@ def test_sample_with_inductor_backend_uses_compiled_nuts_and_matches_posterior()
     assert abs(float(mu.mean()) - 4.4) < 0.8
 
 
+@needs_compiler
+def test_sample_says_why_a_first_run_waits_and_a_second_does_not(tmp_path, monkeypatch, capsys):
+    """With ``progress=True`` the first run of a model on a machine shows a line saying it is
+    compiling; the second run loads the library and shows none."""
+    from ppltk.model import graph as graph_module
+
+    monkeypatch.setenv("PPLTK_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(graph_module, "_USER_INDUCTOR_CACHE", None)
+    monkeypatch.setattr("ppltk._progress.progress_enabled", bool)  # as on a terminal
+
+    def model():
+        pyro.sample("x", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
+
+    shown = []
+    for _ in range(2):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sample(model, num_warmup=5, num_samples=5, seed=0, backend="inductor")
+        shown.append("compiling the model" in capsys.readouterr().err)
+    assert shown == [True, False]
+
+
 def test_compiled_kernel_pickles_without_its_compiled_code():
     kernel = NUTS(compile=True)
     kernel._leaf._compiled[("x",)] = None

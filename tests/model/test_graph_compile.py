@@ -139,6 +139,7 @@ def test_compiled_function_is_found_again_without_tracing(tmp_path, monkeypatch)
     monkeypatch.setenv("PPLTK_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(graph_module, "_USER_INDUCTOR_CACHE", None)
     z = torch.randn(4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    announced = []
     for k, data in enumerate((torch.zeros(3), torch.arange(3.0))):
         fn = _density(data.to(torch.float64))
         if k == 1:
@@ -149,10 +150,12 @@ def test_compiled_function_is_found_again_without_tracing(tmp_path, monkeypatch)
             for name in ("trace", "compile_validated", "compile_graph"):
                 monkeypatch.setattr(graph_module, name, refuse)
         checked = []
-        compiled = compile_function(fn, [z], checked.append)
+        with graph_module.on_compile(lambda k=k: announced.append(k)):
+            compiled = compile_function(fn, [z], checked.append)
         assert checked
         assert relative_difference(compiled(z), fn(z)) < 1e-12
     assert len(list((tmp_path / "inductor" / "ppltk-lib").glob("*.json"))) == 1
+    assert set(announced) == {0}  # a compilation is announced, a library found is not
 
 
 @needs_compiler
