@@ -181,18 +181,20 @@ def compile_graph(
     microsecond or two): the caller guarantees them.  A small CPU graph (at most
     :data:`SCALAR_CODE_MAX_ELEMENTS` elements made or read per call) is compiled without
     vector instructions: its loops are a few vectors long, and leaving out ATen's vector
-    templates halves the C++ compiler's time.  On the CPU all buffers of a call, outputs
-    included, are views of one allocation: a NUTS leaf of eight schools allocated 30 small
-    tensors per call, a fifth of its run time.  Compiled kernels persist in :func:`inductor_cache_dir` (set for the compilation only: the rest of the
-    process keeps TorchInductor's own setting)."""
+    templates halves the C++ compiler's time.  On the CPU the intermediate buffers of a call
+    are views of one allocation (a NUTS leaf of eight schools allocated 30 small tensors per
+    call, a fifth of its run time); each output keeps its own, so that keeping one output
+    (a draw) does not keep the others alive.  Compiled kernels persist in
+    :func:`inductor_cache_dir` (set for the compilation only: the rest of the process keeps
+    TorchInductor's own setting)."""
     from torch._inductor import compile as inductor_compile
     from torch._inductor import config as _config
 
     on_cpu = all(t.device.type == "cpu" for t in example_inputs)
     options: dict = {}
-    if on_cpu:  # buffers carved from one allocation per call (see the docstring)
-        options.update(cpp_wrapper=True, memory_planning=True, memory_pool="combined")
-    if on_cpu and elements_touched(graph, example_inputs) <= SCALAR_CODE_MAX_ELEMENTS:
+    if on_cpu:  # intermediate buffers carved from one allocation per call (see the docstring)
+        options.update(cpp_wrapper=True, memory_planning=True, memory_pool="intermediates")
+    if on_cpu and _is_small(graph, example_inputs):
         options["cpp.simdlen"] = 0
     if not check_layouts:
         options.update(size_asserts=False, alignment_asserts=False, scalar_asserts=False)
@@ -213,6 +215,16 @@ counted, are compiled to scalar code.  Measured on NUTS transitions (eight schoo
 chains; a 50-group hierarchical and an N=1000, D=25 logistic regression, 4 chains): at 13k and
 52k elements scalar code compiled 2-3 s faster and ran 5-8% faster; at 206k-300k it compiled
 1.5-2 s faster but ran 25-65% slower."""
+
+
+def _is_small(graph: torch.fx.GraphModule, example_inputs: list[torch.Tensor]) -> bool:
+    """Whether ``graph`` compiles to scalar code (:data:`SCALAR_CODE_MAX_ELEMENTS`); not when
+    it cannot be evaluated at ``example_inputs`` (e.g. a factorisation fails there): then
+    TorchInductor's default."""
+    try:
+        return elements_touched(graph, example_inputs) <= SCALAR_CODE_MAX_ELEMENTS
+    except Exception:  # noqa: BLE001 - any evaluation error: keep the default
+        return False
 
 
 def elements_touched(graph: torch.fx.GraphModule, example_inputs: list[torch.Tensor]) -> int:
@@ -362,7 +374,7 @@ def lift_constants(graph: torch.fx.GraphModule) -> list[torch.Tensor]:
     return constants
 
 
-LIBRARY_SCHEME = "ppltk-lib-4"
+LIBRARY_SCHEME = "ppltk-lib-5"
 """Version of how :func:`compile_cached` builds its libraries (part of their key)."""
 
 _ENTRY = "inductor_entry_cpp"  # the entry point of TorchInductor's C++ wrapper
