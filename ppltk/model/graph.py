@@ -20,6 +20,7 @@ import functools
 import hashlib
 import math
 import os
+import sys
 import warnings
 from collections.abc import Callable
 from unittest import mock
@@ -122,9 +123,20 @@ class GraphCache:
         return None
 
 
-_USER_INDUCTOR_CACHE = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
-# read at import: TorchInductor sets the variable to its own default the first time any graph
-# is traced (make_fx), so later it no longer tells what the user asked for
+def _users_inductor_cache() -> str | None:
+    """``TORCHINDUCTOR_CACHE_DIR`` if the user set it.  TorchInductor writes its own default
+    (``/tmp/torchinductor_$USER``) into the variable the first time it compiles or traces, so
+    the variable is read when ppltk is imported, and a value equal to that default written by
+    a TorchInductor loaded earlier (``torch.compile`` used first) is not the user's choice."""
+    value = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    loaded = sys.modules.get("torch._inductor.runtime.cache_dir_utils")
+    if value and loaded is not None:
+        if os.path.abspath(value) == os.path.abspath(loaded.default_cache_dir()):
+            return None
+    return value
+
+
+_USER_INDUCTOR_CACHE = _users_inductor_cache()
 
 
 def inductor_cache_dir() -> str:
@@ -427,8 +439,6 @@ def _load_library(key: str, trailing: list[torch.Tensor] | tuple = ()) -> Callab
     """``run(*inputs) -> tuple of outputs`` calling the library ``key`` of
     :func:`compile_cached`, with ``trailing`` passed after ``inputs`` (one Python call per
     evaluation: this is the innermost loop of a compiled NUTS transition)."""
-    import sys
-
     name = f"{key}.{_ENTRY}"
     module = sys.modules.get(name)
     if module is None:
@@ -449,7 +459,6 @@ def _import_extension(path: str, name: str):
     """Import the Python extension module at ``path`` as ``name`` (what TorchInductor's
     loader does, without importing it)."""
     import importlib.util
-    import sys
 
     # the address the generated bindings read tensors' data through
     os.environ["_TORCHINDUCTOR_PYOBJECT_TENSOR_DATA_PTR"] = str(

@@ -281,3 +281,31 @@ def test_a_compiled_call_allocates_its_intermediates_at_once(tmp_path, monkeypat
     assert got[0].untyped_storage().data_ptr() != got[1].untyped_storage().data_ptr()
     (source,) = [p.read_text() for p in (tmp_path / "inductor").rglob("*.main.cpp")]
     assert source.count("aoti_torch_empty_strided(") == len(got) + 1  # the outputs, one pool
+
+
+def test_cache_folder_is_ppltks_when_torchinductor_set_its_default_first(tmp_path):
+    """TorchInductor writes its default cache folder into ``TORCHINDUCTOR_CACHE_DIR`` the
+    first time it runs; imported after that, ppltk still keeps its libraries in its own
+    folder, while a folder the user chose is honoured."""
+    script = textwrap.dedent(
+        """
+        import os, sys
+        from torch._inductor.runtime import cache_dir_utils
+        if sys.argv[1] == "user":
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = sys.argv[2]
+        cache_dir_utils.cache_dir()  # what TorchInductor does when it first compiles
+        from ppltk.model.graph import inductor_cache_dir
+        print(inductor_cache_dir())
+        """
+    )
+    env = {**os.environ, "PPLTK_CACHE_DIR": str(tmp_path / "ppltk")}
+    env.pop("TORCHINDUCTOR_CACHE_DIR", None)
+    chosen = str(tmp_path / "chosen")
+    folders = [
+        subprocess.run(
+            [sys.executable, "-c", script, who, chosen], env=env, capture_output=True,
+            text=True, check=True,
+        ).stdout.strip()
+        for who in ("torch", "user")
+    ]  # fmt: skip
+    assert folders == [str(tmp_path / "ppltk" / "inductor"), chosen]
