@@ -18,3 +18,12 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def empty_cache(tmp_path, monkeypatch):
+    """Compiled libraries go to the test's own (empty) ppltk cache folder, ``tmp_path``."""
+    from ppltk.model import graph
+
+    monkeypatch.setenv("PPLTK_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(graph, "_USER_INDUCTOR_CACHE", None)

@@ -244,13 +244,9 @@ def test_sample_with_inductor_backend_uses_compiled_nuts_and_matches_posterior()
 
 
 @needs_compiler
-def test_sample_says_why_a_first_run_waits_and_a_second_does_not(tmp_path, monkeypatch, capsys):
+def test_sample_says_why_a_first_run_waits_and_a_second_does_not(empty_cache, monkeypatch, capsys):
     """With ``progress=True`` the first run of a model on a machine shows a line saying it is
     compiling; the second run loads the library and shows none."""
-    from ppltk.model import graph as graph_module
-
-    monkeypatch.setenv("PPLTK_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(graph_module, "_USER_INDUCTOR_CACHE", None)
     monkeypatch.setattr("ppltk._progress.progress_enabled", bool)  # as on a terminal
 
     def model():

@@ -57,11 +57,9 @@ def test_constants_are_folded_or_lifted_and_the_graph_computes_the_same():
 
 
 @needs_compiler
-def test_compiled_library_is_reused_for_new_data(tmp_path, monkeypatch):
+def test_compiled_library_is_reused_for_new_data(tmp_path, monkeypatch, empty_cache):
     """The same model on data of the same shape reuses the library on disk: no second
     compilation, one library, and the values follow the new data."""
-    monkeypatch.setenv("PPLTK_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(graph_module, "_USER_INDUCTOR_CACHE", None)
     z = torch.randn(4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     results = []
     for k, data in enumerate((torch.zeros(3, dtype=torch.float64), torch.ones(3) * 5.0)):
@@ -132,12 +130,10 @@ def test_fingerprint_depends_on_operations_and_scalars_not_on_data_values():
 
 
 @needs_compiler
-def test_compiled_function_is_found_again_without_tracing(tmp_path, monkeypatch):
+def test_compiled_function_is_found_again_without_tracing(tmp_path, monkeypatch, empty_cache):
     """A second compilation of the same computation on new data values finds the library
     from the fingerprint: neither the tracer nor a compiler runs, and the values follow the
     new data."""
-    monkeypatch.setenv("PPLTK_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(graph_module, "_USER_INDUCTOR_CACHE", None)
     z = torch.randn(4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     announced = []
     for k, data in enumerate((torch.zeros(3), torch.arange(3.0))):
@@ -194,13 +190,11 @@ def test_second_run_of_a_model_imports_neither_tracer_nor_compiler(tmp_path):
 
 
 @needs_compiler
-def test_tensors_left_on_the_graph_do_not_become_hidden_inputs(tmp_path, monkeypatch):
+def test_tensors_left_on_the_graph_do_not_become_hidden_inputs(empty_cache):
     """Tensors registered on a traced graph that no operation reads (a Pyro model left a
     ``[0]`` and a ``[]`` float32 constant on one posteriordb model's step) are dropped before
     compiling: TorchInductor would pass each as an extra leading input that a caller of the
     library does not know of (that model crashed reading past its inputs)."""
-    monkeypatch.setenv("PPLTK_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(graph_module, "_USER_INDUCTOR_CACHE", None)
     data = torch.linspace(-1.0, 1.0, 3, dtype=torch.float64)
 
     def fn(z):
@@ -240,12 +234,10 @@ def test_a_graph_that_fails_at_its_example_inputs_keeps_vector_code():
 @needs_compiler
 @pytest.mark.parametrize("limit, vector_code", [(0, True), (10**9, False)])
 def test_small_graphs_compile_to_scalar_code_and_compute_the_same(
-    tmp_path, monkeypatch, limit, vector_code
+    tmp_path, monkeypatch, empty_cache, limit, vector_code
 ):
     """Above ``SCALAR_CODE_MAX_ELEMENTS`` the generated C++ uses ATen's vector types, at or
     below it plain loops; both compute what the graph does."""
-    monkeypatch.setenv("PPLTK_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(graph_module, "_USER_INDUCTOR_CACHE", None)
     monkeypatch.setattr(graph_module, "SCALAR_CODE_MAX_ELEMENTS", limit)
     data = torch.linspace(-1.0, 1.0, 64, dtype=torch.float64)
     z = torch.randn(4, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
@@ -258,12 +250,10 @@ def test_small_graphs_compile_to_scalar_code_and_compute_the_same(
 
 
 @needs_compiler
-def test_a_compiled_call_allocates_its_intermediates_at_once(tmp_path, monkeypatch):
+def test_a_compiled_call_allocates_its_intermediates_at_once(tmp_path, empty_cache):
     """On the CPU the intermediate buffers of a call (here the sorts' and the reductions') are
     carved from one allocation, and each output has its own: a small NUTS leaf otherwise
     spends a fifth of its time allocating, and a kept output must not hold the others."""
-    monkeypatch.setenv("PPLTK_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(graph_module, "_USER_INDUCTOR_CACHE", None)
     z = torch.randn(4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
 
     def fn(z):
