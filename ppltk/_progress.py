@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Callable, Iterator
 
 from tqdm.auto import tqdm
 
@@ -18,3 +20,21 @@ def progress_bar(total: int, desc: str, progress: bool = True, **kwargs) -> tqdm
     return tqdm(
         total=total, desc=desc, disable=not progress_enabled(progress), leave=False, **kwargs
     )
+
+
+@contextlib.contextmanager
+def waiting_line(desc: str, progress: bool = True) -> Iterator[Callable[[], None]]:
+    """Yield ``show()``: its first call draws ``desc`` with the time elapsed (a wait with no
+    known length, such as a compilation), and the line is removed when the block ends."""
+    bars: list[tqdm] = []
+
+    def show() -> None:
+        if not bars:
+            bars.append(progress_bar(None, desc, progress, bar_format="{desc} [{elapsed}]"))
+            bars[0].refresh()
+
+    try:
+        yield show
+    finally:
+        for bar in bars:
+            bar.close()

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 
 import torch
 
 from ppltk._methods import get_method
-from ppltk._progress import progress_bar
+from ppltk._progress import waiting_line
 from ppltk._rng import make_generator
 from ppltk.errors import ArgumentError
 from ppltk.mcmc._base import Kernel
@@ -173,14 +172,15 @@ def sample(
     if compiling and not capturable:
         resolved = bridge.backend
     elif compiling:
-        size = count_operations(bridge.log_density_and_grad, init)
-        with _compile_notice(progress):
-            if backend == "auto" and size > AUTO_COMPILE_MAX_NODES:
+        notice = "compiling the model (its first run on this machine; later runs load it)"
+        with waiting_line(notice, progress) as show, on_compile(show):
+            ld = bridge.log_density_and_grad
+            if backend == "auto" and count_operations(ld, init) > AUTO_COMPILE_MAX_NODES:
                 resolved = "fx"  # compiling would take longer than it saves
             elif compiled_kernel is None:
                 bridge.set_backend("inductor")
                 bridge.log_density_and_grad(init)  # compiles now, not inside the sampling bar
-            elif compiled_kernel.compiles(bridge.log_density_and_grad, init, dense_mass):
+            elif compiled_kernel.compiles(ld, init, dense_mass):
                 kernel = compiled_kernel
             else:  # it warned: the uncompiled kernel on the replayed graph is the faster fallback
                 resolved = "fx"
@@ -223,26 +223,6 @@ def sample(
         attrs["seed"] = seed
     stats = {k: v for k, v in out.stats.items() if k != "energy"}
     return bridge.to_result(out.positions, stats, method=kernel.name, attrs=attrs)
-
-
-@contextlib.contextmanager
-def _compile_notice(progress: bool):
-    """While the block runs, a line saying why the run waits, shown once something compiles
-    (seconds on a model's first run on a machine) and gone when the block ends."""
-    bars = []
-
-    def show() -> None:
-        if not bars:
-            desc = "compiling the model (its first run on this machine; later runs load it)"
-            bars.append(progress_bar(None, desc, progress, bar_format="{desc} [{elapsed}]"))
-            bars[0].refresh()
-
-    try:
-        with on_compile(show):
-            yield
-    finally:
-        for bar in bars:
-            bar.close()
 
 
 INDUCTOR_MIN_ITERATIONS = 500
